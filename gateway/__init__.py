@@ -1,0 +1,1 @@
+"""Cohere-compatible reranking gateway in front of vLLM."""

@@ -1,0 +1,69 @@
+"""``python -m gateway`` (console script ``rerank-gateway``): serve, or make an API key."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+
+def _serve() -> int:
+    from granian import Granian  # noqa: PLC0415  # only the serve command needs the server
+    from granian.constants import Interfaces  # noqa: PLC0415
+    from granian.log import LogLevels  # noqa: PLC0415
+
+    from gateway.requestlog import server_log_config  # noqa: PLC0415
+
+    from gateway.settings import Settings  # noqa: PLC0415
+
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # validated here so a bad config fails before forking
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            print(f"gateway: invalid configuration: {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    Granian(
+        "gateway.asgi:app_from_env",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        log_access=False,  # the gateway writes its own canonical line per request
+        log_level=LogLevels(settings.log_level),
+        log_dictconfig=server_log_config(level=settings.log_level, json=settings.log_format == "json"),
+        workers_kill_timeout=30,
+    ).serve()
+    return 0
+
+
+def _keygen(key_id: str) -> int:
+    from gateway.keys import generate  # noqa: PLC0415
+
+    try:
+        raw, line = generate(key_id)
+    except ValueError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    print(f"API key (give it to the client; it is not stored anywhere): {raw}", file=sys.stderr)
+    print("Add this line to the keys file (RERANK_API_KEYS_FILE) or RERANK_API_KEYS:", file=sys.stderr)
+    print(line)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="serve the API (default); configured by RERANK_* variables")
+    keygen = sub.add_parser("keygen", help="make a new API key and print its keys-file line")
+    keygen.add_argument("key_id", help="non-secret id that logs and limits use, e.g. shop-42")
+    ns = parser.parse_args(argv)
+    if ns.command == "keygen":
+        return _keygen(ns.key_id)
+    return _serve()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""The app factory: settings in, Litestar app out. Nothing here runs at import."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+import structlog
+from litestar import Litestar, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException
+from litestar.handlers import BaseRouteHandler
+
+from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
+from gateway.keys import KeyRing
+from gateway.requestlog import RequestLog, current_record
+from gateway.rerank import Ranking, Reranker
+from gateway.schemas import (
+    ApiVersion,
+    BilledUnits,
+    Meta,
+    ModelCard,
+    ModelList,
+    RerankResponse,
+    Result,
+    V1RerankRequest,
+    V2RerankRequest,
+)
+from gateway.settings import Settings
+from gateway.tokens import PromptBudget
+from gateway.upstream import Upstream
+
+T = TypeVar("T")
+JSON = "application/json"
+_log = structlog.get_logger("gateway")
+
+_LITESTAR_STATUS_KIND = {
+    404: ErrorKind.NOT_FOUND,
+    405: ErrorKind.METHOD_NOT_ALLOWED,
+    413: ErrorKind.PAYLOAD_TOO_LARGE,
+}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return Response(msgspec.json.encode(body), status_code=status, media_type=JSON, headers=headers)
+
+
+def _request_id() -> str:
+    record = current_record()
+    return record.request_id if record else uuid.uuid4().hex
+
+
+def _error_response(kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> Response[bytes]:
+    record = current_record()
+    if record is not None:
+        record.error = kind.value
+    return _json(ErrorBody(id=_request_id(), message=message), kind.status, headers)
+
+
+def _on_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    return _error_response(exc.kind, exc.message, exc.headers)
+
+
+def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    kind = _LITESTAR_STATUS_KIND.get(exc.status_code)
+    if kind is ErrorKind.NOT_FOUND:
+        return _error_response(kind, f"no route for {request.method} {request.url.path}")
+    if kind is ErrorKind.METHOD_NOT_ALLOWED:
+        allow = exc.headers.get("allow", "") if exc.headers else ""
+        return _error_response(kind, f"method {request.method} not allowed", {"Allow": allow})
+    if kind is ErrorKind.PAYLOAD_TOO_LARGE:
+        return _error_response(kind, "request body is too large")
+    if exc.status_code < 500:
+        return _error_response(ErrorKind.INVALID_REQUEST, str(exc.detail))
+    return _on_unexpected(request, exc)
+
+
+def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    _log.error("unhandled_error", request_id=_request_id(), exc_info=exc)
+    return _error_response(ErrorKind.INTERNAL, "internal error; quote this id when reporting it")
+
+
+async def _decode(request: Request[Any, Any, Any], model: type[T]) -> T:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != JSON:
+        raise ApiError(ErrorKind.UNSUPPORTED_MEDIA_TYPE, "content-type must be application/json")
+    body = await request.body()
+    try:
+        return msgspec.json.decode(body, type=model, strict=True)
+    except msgspec.ValidationError as exc:
+        raise invalid(f"invalid request: {exc}") from None
+    except msgspec.DecodeError:
+        raise invalid("invalid request: body is not valid JSON") from None
+
+
+def _response(ranking: Ranking, version: str, documents: list[Any] | None) -> Response[bytes]:
+    results = [
+        Result(
+            index=i,
+            relevance_score=ranking.scores[i],
+            document=msgspec.UNSET if documents is None else _as_object(documents[i]),
+        )
+        for i in ranking.order
+    ]
+    meta = Meta(api_version=ApiVersion(version), billed_units=BilledUnits(ranking.search_units))
+    return _json(RerankResponse(id=_request_id(), results=results, meta=meta))
+
+
+def _as_object(document: Any) -> dict[str, Any]:
+    return {"text": document} if isinstance(document, str) else dict(document)
+
+
+def _bearer_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    header = connection.headers.get("authorization", "").strip()
+    if not header:
+        raise ApiError(ErrorKind.NO_API_KEY, "no api key supplied")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(ErrorKind.INVALID_API_KEY, "invalid api token")
+    return key.strip()
+
+
+def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Litestar:
+    """Build the gateway. ``transport`` lets tests put a fault-injecting vLLM stand-in on the wire."""
+    keyring = KeyRing.load(
+        file=settings.api_keys_file,
+        env_value=settings.api_keys.get_secret_value() if settings.api_keys else None,
+    )
+    budget = PromptBudget.from_model_dir(settings.model_dir, max_model_len=settings.max_model_len)
+    upstream = Upstream(settings, transport=transport)
+    reranker = Reranker(settings, upstream, budget)
+
+    def require_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        key = keyring.authenticate(_bearer_key(connection))
+        if key is None:
+            raise ApiError(ErrorKind.INVALID_API_KEY, "invalid api token")
+        record = current_record()
+        if record is not None:
+            record.key_id = key.key_id
+
+    async def rerank_v1(request: Request[Any, Any, Any]) -> Response[bytes]:
+        body = await _decode(request, V1RerankRequest)
+        reranker.check_model(body.model)
+        reranker.check_query(body.query)
+        reranker.check_documents(len(body.documents))
+        reranker.check_positive("top_n", body.top_n)
+        max_chunks = reranker.chunks_per_doc(body.max_chunks_per_doc)
+        ranking = await reranker.rank(
+            query=body.query,
+            texts=reranker.render_v1(body.documents, body.rank_fields),
+            instruction=reranker.instruction(body.instruction),
+            top_n=body.top_n,
+            chunk_tokens=settings.max_tokens_per_doc,
+            max_chunks=max_chunks,
+        )
+        return _response(ranking, "1", body.documents if body.return_documents else None)
+
+    @post("/v1/rerank", guards=[require_key], status_code=200)
+    async def cohere_v1(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await rerank_v1(request)
+
+    @post("/rerank", guards=[require_key], status_code=200)
+    async def jina_style(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await rerank_v1(request)
+
+    @post("/v2/rerank", guards=[require_key], status_code=200)
+    async def cohere_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
+        body = await _decode(request, V2RerankRequest)
+        reranker.check_model(body.model)
+        reranker.check_query(body.query)
+        reranker.check_documents(len(body.documents))
+        reranker.check_positive("top_n", body.top_n)
+        reranker.check_positive("max_tokens_per_doc", body.max_tokens_per_doc)
+        if body.relevant_spans is not None and body.relevant_spans.mode == "enabled":
+            raise invalid("relevant_spans is not supported by this model")
+        ranking = await reranker.rank(
+            query=body.query,
+            texts=body.documents,
+            instruction=reranker.instruction(body.instruction),
+            top_n=body.top_n,
+            chunk_tokens=body.max_tokens_per_doc or settings.max_tokens_per_doc,
+            max_chunks=1,
+        )
+        return _response(ranking, "2", None)
+
+    @get("/v1/models", guards=[require_key])
+    async def models() -> Response[bytes]:
+        return _json(ModelList(data=[ModelCard(id=name) for name in settings.model_names]))
+
+    @get("/health")
+    async def health() -> Response[bytes]:
+        return _json({"status": "ok"})
+
+    @get("/ready")
+    async def ready() -> Response[bytes]:
+        if not await upstream.ready():
+            raise ApiError(
+                ErrorKind.UPSTREAM_UNAVAILABLE, "the model server is not ready", headers={"Retry-After": "5"}
+            )
+        return _json({"status": "ready"})
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await upstream.aclose()
+
+    app = Litestar(
+        route_handlers=[cohere_v1, jina_style, cohere_v2, models, health, ready],
+        exception_handlers={
+            ApiError: _on_api_error,
+            HTTPException: _on_http_exception,
+            Exception: _on_unexpected,
+        },
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )
+    # Wrap the whole ASGI handler (not per-route middleware) so the log line covers 404s and 405s too.
+    app.asgi_handler = RequestLog(app.asgi_handler, logger=structlog.get_logger("gateway.access"))
+    return app

@@ -1,0 +1,16 @@
+"""ASGI entry for server worker processes: the only place settings are read from the environment."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+
+from gateway.app import create_app
+from gateway.requestlog import configure_logging
+from gateway.settings import Settings
+
+
+def app_from_env() -> Litestar:
+    """Factory the server calls in each worker (``factory=True``); never runs at import."""
+    settings = Settings()  # type: ignore[call-arg]  # model_dir and keys come from RERANK_* variables
+    configure_logging(level=settings.log_level, json=settings.log_format == "json")
+    return create_app(settings)

