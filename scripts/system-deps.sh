@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Debian packages the test suite talks to for real. Installs what is missing (root or sudo needed then).
+set -euo pipefail
+
+declare -A wanted=(
+  [redis-server]=redis-server  # shared rate-limit store
+  [git-lfs]=git-lfs            # model_setup fetch
+  [wrk]=wrk                    # HTTP benchmarks
+)
+missing=()
+for command in "${!wanted[@]}"; do
+  command -v "$command" >/dev/null 2>&1 || missing+=("${wanted[$command]}")
+done
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "system-deps: missing ${missing[*]} and no apt-get to install them; install them and re-run" >&2
+  exit 1
+fi
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+echo "system-deps: installing ${missing[*]}" >&2
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null

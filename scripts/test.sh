@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole suite on a fresh machine: set-up, lint, types, then every test against real vLLM (CPU).
+# Extra arguments go to pytest, e.g. scripts/test.sh -k parity
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${RERANK_VENV:-$ROOT/.venv}"
+cd "$ROOT"
+
+scripts/system-deps.sh
+scripts/setup.sh cpu
+"$VENV/bin/python" -m model_setup tiny var/models/tiny >/dev/null
+
+"$VENV/bin/ruff" check gateway model_setup tests
+"$VENV/bin/ruff" format --check gateway model_setup tests
+"$VENV/bin/mypy"
+
+exec "$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,85 @@
+"""A stand-in for vLLM that can fail on demand, for faults a real vLLM cannot be made to show on cue
+(a slow answer, a dropped connection, a 500). It speaks vLLM 0.32's wire format for /score and /health."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Literal
+
+Mode = Literal["ok", "slow", "error500", "error400", "garbage", "incomplete", "drop", "not_ready"]
+
+
+class FakeVllm(ThreadingHTTPServer):
+    daemon_threads = True
+    mode: Mode = "ok"
+    slow_seconds: float = 5.0
+    requests: list[dict[str, object]]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakeVllm
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002  # stdlib signature
+        """Quiet: the test asserts on responses, not on this server's access log."""
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._send(503 if self.server.mode == "not_ready" else 200, b"")
+        else:
+            self._send(404, b'{"detail":"Not Found"}')
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.server.requests.append(body)
+        mode = self.server.mode
+        documents = body["documents"]
+        if mode == "slow":
+            time.sleep(self.server.slow_seconds)
+        if mode == "drop":
+            self.connection.close()
+            return
+        if mode == "error500":
+            error = {"error": {"message": "EngineCore died", "type": "InternalServerError", "param": None, "code": 500}}
+            self._send(500, json.dumps(error).encode())
+            return
+        if mode == "error400":
+            error = {"error": {"message": "prompt too long", "type": "BadRequestError", "param": None, "code": 400}}
+            self._send(400, json.dumps(error).encode())
+            return
+        if mode == "garbage":
+            self._send(200, b"<html>proxy error</html>")
+            return
+        count = len(documents) - (1 if mode == "incomplete" else 0)
+        data = [{"index": i, "object": "score", "score": 1.0 / (i + 2)} for i in range(count)]
+        usage = {"prompt_tokens": 10, "total_tokens": 10, "completion_tokens": 0}
+        response = {"id": "score-x", "object": "list", "created": 0, "model": body["model"], "data": data, "usage": usage}
+        self._send(200, json.dumps(response).encode())
+
+
+@contextmanager
+def fake_vllm() -> Iterator[FakeVllm]:
+    server = FakeVllm(("127.0.0.1", 0), _Handler)
+    server.requests = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
