@@ -14,7 +14,6 @@ def _serve() -> int:
     from granian.log import LogLevels  # noqa: PLC0415
 
     from gateway.requestlog import server_log_config  # noqa: PLC0415
-
     from gateway.settings import Settings  # noqa: PLC0415
 
     try:

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 
 import structlog
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -62,7 +63,7 @@ class RequestLog:
         self._logger = logger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self._app(scope, receive, send)
             return
         record = RequestRecord(request_id=_request_id(scope), method=scope["method"])
@@ -120,7 +121,11 @@ def server_log_config(*, level: str, json: bool) -> dict[str, object]:
         "disable_existing_loggers": False,
         "formatters": {"structured": {"()": "gateway.requestlog.stdlib_formatter", "json": json}},
         "handlers": {
-            "stdout": {"class": "logging.StreamHandler", "formatter": "structured", "stream": "ext://sys.stdout"}
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "formatter": "structured",
+                "stream": "ext://sys.stdout",
+            }
         },
         "loggers": {
             "_granian": {"handlers": ["stdout"], "level": level.upper(), "propagate": False},

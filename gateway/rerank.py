@@ -42,10 +42,9 @@ class Reranker:
             return self._settings.default_instruction
         if not requested.strip():
             raise invalid("instruction must not be empty when given")
-        if len(requested) > self._settings.max_instruction_chars:
-            raise invalid(
-                f"instruction is {len(requested)} characters; the limit is {self._settings.max_instruction_chars}"
-            )
+        limit = self._settings.max_instruction_chars
+        if len(requested) > limit:
+            raise invalid(f"instruction is {len(requested)} characters; the limit is {limit}")
         return requested
 
     def check_query(self, query: str) -> None:
@@ -72,7 +71,9 @@ class Reranker:
             raise invalid(f"max_chunks_per_doc may be at most {ceiling}")
         return requested or ceiling
 
-    def render_v1(self, documents: Sequence[str | dict[str, Any]], rank_fields: list[str] | None) -> list[str]:
+    def render_v1(
+        self, documents: Sequence[str | dict[str, Any]], rank_fields: list[str] | None
+    ) -> list[str]:
         """Cohere v1 documents as model text: strings as they are; objects by ``rank_fields`` or ``text``."""
         if rank_fields is not None and not rank_fields:
             raise invalid("rank_fields must not be empty when given")

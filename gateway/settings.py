@@ -14,7 +14,7 @@ DOCUMENTS_CEILING = 10_000
 
 
 class Settings(BaseSettings):
-    """Everything the gateway needs. Build with ``Settings()`` (reads the environment) or keyword arguments."""
+    """Everything the gateway needs: ``Settings()`` reads the environment; keyword arguments override."""
 
     model_config = SettingsConfigDict(env_prefix="RERANK_", extra="ignore", frozen=True)
 
@@ -74,7 +74,9 @@ class Settings(BaseSettings):
         if self.api_keys_file is None and self.api_keys is None:
             raise ValueError("no API keys configured: set RERANK_API_KEYS_FILE or RERANK_API_KEYS")
         if self.max_query_tokens > self.max_model_len // 2:
-            raise ValueError("max_query_tokens may be at most half of max_model_len: the rest is for documents")
+            raise ValueError(
+                "max_query_tokens may be at most half of max_model_len: the rest is for documents"
+            )
         return self
 
     @property

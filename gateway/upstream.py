@@ -1,4 +1,4 @@
-"""The vLLM client: one long-lived httpx pool, explicit timeouts, vLLM failures mapped onto the error table."""
+"""The vLLM client: one long-lived httpx pool, explicit timeouts, vLLM failures mapped to the error table."""
 
 from __future__ import annotations
 
@@ -91,13 +91,14 @@ class Upstream:
             items = _score_decoder.decode(response.content).data
         except msgspec.DecodeError:
             raise ApiError(ErrorKind.UPSTREAM_ERROR, "the model server sent an unreadable answer") from None
-        scores = [float("nan")] * expected
+        scores: list[float | None] = [None] * expected
         for item in items:
             if 0 <= item.index < expected:
                 scores[item.index] = item.score
-        if len(items) != expected or any(score != score for score in scores):  # NaN: a missing index
+        complete = [score for score in scores if score is not None]
+        if len(items) != expected or len(complete) != expected:
             raise ApiError(ErrorKind.UPSTREAM_ERROR, "the model server returned an incomplete answer")
-        return scores
+        return complete
 
     async def ready(self) -> bool:
         try:

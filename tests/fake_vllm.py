@@ -28,7 +28,7 @@ class FakeVllm(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: FakeVllm
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002  # stdlib signature
+    def log_message(self, format: str, *args: object) -> None:  # stdlib signature
         """Quiet: the test asserts on responses, not on this server's access log."""
 
     def _send(self, status: int, body: bytes) -> None:
@@ -55,11 +55,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             return
         if mode == "error500":
-            error = {"error": {"message": "EngineCore died", "type": "InternalServerError", "param": None, "code": 500}}
+            error = {
+                "error": {
+                    "message": "EngineCore died",
+                    "type": "InternalServerError",
+                    "param": None,
+                    "code": 500,
+                }
+            }
             self._send(500, json.dumps(error).encode())
             return
         if mode == "error400":
-            error = {"error": {"message": "prompt too long", "type": "BadRequestError", "param": None, "code": 400}}
+            error = {
+                "error": {"message": "prompt too long", "type": "BadRequestError", "param": None, "code": 400}
+            }
             self._send(400, json.dumps(error).encode())
             return
         if mode == "garbage":
@@ -68,7 +77,14 @@ class _Handler(BaseHTTPRequestHandler):
         count = len(documents) - (1 if mode == "incomplete" else 0)
         data = [{"index": i, "object": "score", "score": 1.0 / (i + 2)} for i in range(count)]
         usage = {"prompt_tokens": 10, "total_tokens": 10, "completion_tokens": 0}
-        response = {"id": "score-x", "object": "list", "created": 0, "model": body["model"], "data": data, "usage": usage}
+        response = {
+            "id": "score-x",
+            "object": "list",
+            "created": 0,
+            "model": body["model"],
+            "data": data,
+            "usage": usage,
+        }
         self._send(200, json.dumps(response).encode())
 
 

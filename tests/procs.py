@@ -70,7 +70,9 @@ class Service:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def vllm_service(model_dir: Path, port: int, log_path: Path, *, served_name: str, max_model_len: int) -> Service:
+def vllm_service(
+    model_dir: Path, port: int, log_path: Path, *, served_name: str, max_model_len: int
+) -> Service:
     env = {
         **os.environ,
         "RERANK_MODEL_DIR": str(model_dir),

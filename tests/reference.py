@@ -42,13 +42,15 @@ class CardReranker:
         )
         return [self.prefix_tokens + list(ids) + self.suffix_tokens for ids in encoded["input_ids"]]
 
-    @torch.no_grad()
-    def scores(self, instruction: str, query: str, docs: list[str], *, suffix: str | None = None) -> list[float]:
+    def scores(
+        self, instruction: str, query: str, docs: list[str], *, suffix: str | None = None
+    ) -> list[float]:
         ids = self.input_ids(instruction, query, docs)
         if suffix is not None:  # a deliberately wrong suffix, to show the comparison can fail
             wrong = self.tokenizer.encode(suffix, add_special_tokens=False)
             ids = [row[: len(row) - len(self.suffix_tokens)] + wrong for row in ids]
         batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
-        logits = self.model(**batch).logits[:, -1, :]
+        with torch.no_grad():
+            logits = self.model(**batch).logits[:, -1, :]
         pair = torch.stack([logits[:, self.token_false_id], logits[:, self.token_true_id]], dim=1)
         return [float(x) for x in torch.nn.functional.log_softmax(pair, dim=1)[:, 1].exp()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 
 import cohere
@@ -48,13 +49,17 @@ def test_v1_strings(client: cohere.Client, card: CardReranker) -> None:
         assert result.relevance_score == pytest.approx(want[result.index], abs=1e-4)
         assert 0.0 <= result.relevance_score <= 1.0
         assert result.document is None  # not asked for: absent, never null on the wire
-    assert response.meta is not None and response.meta.billed_units is not None
+    assert response.meta is not None
+    assert response.meta.billed_units is not None
     assert response.meta.billed_units.search_units == 1
-    assert response.meta.api_version is not None and response.meta.api_version.version == "1"
+    assert response.meta.api_version is not None
+    assert response.meta.api_version.version == "1"
     assert response.id
 
 
-def test_v1_objects_with_rank_fields_and_returned_documents(client: cohere.Client, card: CardReranker) -> None:
+def test_v1_objects_with_rank_fields_and_returned_documents(
+    client: cohere.Client, card: CardReranker
+) -> None:
     """rank_fields picks and orders the fields the model reads; every field comes back untouched."""
     products = [
         {"text": "Over-ear, 30 h battery", "title": "Sony WH-1000XM5", "brand": "Sony", "sku": "S-1"},
@@ -95,11 +100,14 @@ def test_v1_long_document_is_chunked_and_scored_by_its_best_chunk(
     """A document longer than the chunk size (128 tokens in tests) is split; its score is its best chunk's.
     With max_chunks_per_doc=1 only the first chunk counts."""
     tokenizer = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
-    doc = "Kitchen towel, cotton, pack of 4. " * 16 + "Sony WH-1000XM5 wireless noise cancelling headphones. " * 10
+    doc = (
+        "Kitchen towel, cotton, pack of 4. " * 16
+        + "Sony WH-1000XM5 wireless noise cancelling headphones. " * 10
+    )
     offsets = tokenizer.encode(doc, add_special_tokens=False).offsets
     assert 256 < len(offsets) <= 384  # three chunks of 128 tokens
     cuts = [0, offsets[128][0], offsets[256][0], len(doc)]
-    chunks = [doc[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    chunks = [doc[a:b] for a, b in itertools.pairwise(cuts)]
     chunk_scores = card.scores(PRODUCT_SEARCH_INSTRUCTION, QUERY, chunks)
 
     full = client.rerank(query=QUERY, documents=[doc])
@@ -108,7 +116,9 @@ def test_v1_long_document_is_chunked_and_scored_by_its_best_chunk(
     assert first.results[0].relevance_score == pytest.approx(chunk_scores[0], abs=1e-4)
 
 
-def test_v2_with_max_tokens_per_doc(client_v2: cohere.ClientV2, card: CardReranker, model_dir: object) -> None:
+def test_v2_with_max_tokens_per_doc(
+    client_v2: cohere.ClientV2, card: CardReranker, model_dir: object
+) -> None:
     tokenizer = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
     docs = [*DOCS, "Bose QuietComfort Ultra headphones with spatial audio, " * 10]
     response = client_v2.rerank(model=SERVED_NAME, query=QUERY, documents=docs, max_tokens_per_doc=8, top_n=4)
@@ -120,7 +130,8 @@ def test_v2_with_max_tokens_per_doc(client_v2: cohere.ClientV2, card: CardRerank
     assert [r.index for r in response.results] == expected_order(want)[:4]
     for result in response.results:
         assert result.relevance_score == pytest.approx(want[result.index], abs=1e-4)
-    assert response.meta is not None and response.meta.api_version is not None
+    assert response.meta is not None
+    assert response.meta.api_version is not None
     assert response.meta.api_version.version == "2"
 
 
@@ -147,7 +158,9 @@ def test_custom_instruction_reaches_the_model(client: cohere.Client, card: CardR
     """`instruction` (our extension) reaches the model; the SDK forwards it via additional body params."""
     instruction = "Find accessories that work with the product in the query"
     response = client.rerank(
-        query=QUERY, documents=DOCS, request_options={"additional_body_parameters": {"instruction": instruction}}
+        query=QUERY,
+        documents=DOCS,
+        request_options={"additional_body_parameters": {"instruction": instruction}},
     )
     want = card.scores(instruction, QUERY, DOCS)
     for result in response.results:
@@ -157,7 +170,9 @@ def test_custom_instruction_reaches_the_model(client: cohere.Client, card: CardR
 def test_models_list(gateway: Gateway, api_keys: Keys) -> None:
     import httpx  # noqa: PLC0415
 
-    response = httpx.get(f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {api_keys['shop-a']}"})
+    response = httpx.get(
+        f"{gateway.url}/v1/models", headers={"Authorization": f"Bearer {api_keys['shop-a']}"}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["object"] == "list"

@@ -33,7 +33,12 @@ def test_canonical_line_fields_and_no_secrets(gateway: Gateway, api_keys: Keys) 
     key = api_keys["shop-b"]
     response = httpx.post(
         f"{gateway.url}/v1/rerank",
-        json={"query": SECRET_QUERY, "documents": [SECRET_DOC, "b", "c"], "top_n": 2, "instruction": SECRET_INSTRUCTION},
+        json={
+            "query": SECRET_QUERY,
+            "documents": [SECRET_DOC, "b", "c"],
+            "top_n": 2,
+            "instruction": SECRET_INSTRUCTION,
+        },
         headers={"Authorization": f"Bearer {key}", "X-Request-ID": request_id},
         timeout=60,
     )
@@ -52,7 +57,8 @@ def test_canonical_line_fields_and_no_secrets(gateway: Gateway, api_keys: Keys) 
     assert line["chunks"] == 3
     assert line["search_units"] == 1
     assert line["duration_ms"] >= line["upstream_ms"] > 0
-    assert "timestamp" in line and line["level"] == "info"
+    assert "timestamp" in line
+    assert line["level"] == "info"
 
     failed_id = f"test-{uuid.uuid4()}"
     httpx.post(
@@ -61,7 +67,9 @@ def test_canonical_line_fields_and_no_secrets(gateway: Gateway, api_keys: Keys) 
         headers={"Authorization": f"Bearer {key}x", "X-Request-ID": failed_id},
     )
     failed = log_line(gateway, failed_id)
-    assert failed["status"] == 401 and failed["error"] == "invalid_api_key" and "key_id" not in failed
+    assert failed["status"] == 401
+    assert failed["error"] == "invalid_api_key"
+    assert "key_id" not in failed
 
     text = gateway.service.log_text()
     for secret in (SECRET_QUERY, SECRET_DOC, SECRET_INSTRUCTION, *api_keys.raw.values(), "Bearer"):

@@ -28,9 +28,16 @@ CASES = {
     ),
     "chinese": (
         "无线降噪耳机",
-        ["索尼 WH-1000XM5 无线降噪头戴式耳机 黑色", "不锈钢厨师刀 8英寸", "小米 Redmi Buds 4 Pro 真无线降噪蓝牙耳机"],
+        [
+            "索尼 WH-1000XM5 无线降噪头戴式耳机 黑色",
+            "不锈钢厨师刀 8英寸",
+            "小米 Redmi Buds 4 Pro 真无线降噪蓝牙耳机",
+        ],
     ),
-    "mixed": ("running shoes 跑步鞋 size 42", ["Nike Air Zoom Pegasus 40 男子跑步鞋", "Yoga mat, 6 mm, non-slip"]),
+    "mixed": (
+        "running shoes 跑步鞋 size 42",
+        ["Nike Air Zoom Pegasus 40 男子跑步鞋", "Yoga mat, 6 mm, non-slip"],
+    ),
 }
 
 

@@ -79,7 +79,9 @@ def test_ready_follows_upstream_health(upstream: FakeVllm, faulty_gateway: str) 
     assert httpx.get(f"{faulty_gateway}/health").status_code == 200, "/health never asks vLLM"
 
 
-def test_the_upstream_request_carries_the_instruction(upstream: FakeVllm, faulty_gateway: str, api_keys: Keys) -> None:
+def test_the_upstream_request_carries_the_instruction(
+    upstream: FakeVllm, faulty_gateway: str, api_keys: Keys
+) -> None:
     headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
     upstream.requests.clear()
     body = {"query": "shoes", "documents": ["a"], "instruction": "Find socks"}
