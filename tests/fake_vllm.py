@@ -16,6 +16,7 @@ Mode = Literal["ok", "slow", "error500", "error400", "garbage", "incomplete", "d
 
 class FakeVllm(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the stdlib default of 5 refuses connections under a benchmark's load
     mode: Mode = "ok"
     slow_seconds: float = 5.0
     requests: list[dict[str, object]]
@@ -27,6 +28,8 @@ class FakeVllm(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: FakeVllm
+    protocol_version = "HTTP/1.1"  # keep-alive, as vLLM's uvicorn does
+    disable_nagle_algorithm = True  # headers and body go out in separate writes; Nagle would add 40 ms
 
     def log_message(self, format: str, *args: object) -> None:  # stdlib signature
         """Quiet: the test asserts on responses, not on this server's access log."""
@@ -99,3 +102,16 @@ def fake_vllm() -> Iterator[FakeVllm]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def main() -> None:
+    """``python -m tests.fake_vllm PORT``: a healthy stand-in, for benchmarks of the gateway alone."""
+    import sys  # noqa: PLC0415
+
+    server = FakeVllm(("127.0.0.1", int(sys.argv[1])), _Handler)
+    server.requests = []
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Granian vs uvicorn for the gateway, measured in one run with wrk (results: docs/benchmarks.md).
+
+    .venv/bin/python benchmarks/server_choice.py [--seconds 10] [--connections 32]
+
+Both servers run the same app factory with one worker, in front of the same fake vLLM (so the model's
+speed does not drown the difference), on loopback. Reported: requests/s and latency, and granian's
+throughput as a ratio of uvicorn's measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.keys import generate  # noqa: E402
+from tests.procs import free_port, wait_http  # noqa: E402
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+wrk.body = '{body}'
+"""
+
+
+def run_wrk(url: str, script: Path | None, seconds: int, connections: int) -> dict[str, float]:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout  # noqa: S603
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50_ms": ms("50%"), "p99_ms": ms("99%"), "non_2xx": float(errors.group(1)) if errors else 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--model-dir", default=str(ROOT / "var" / "models" / "tiny"))
+    ns = parser.parse_args()
+
+    raw, line = generate("bench")
+    tmp = Path(tempfile.mkdtemp())
+    docs = [f"product {i}: running shoes, size {i % 12 + 36}, colour {i % 7}" for i in range(20)]
+    body = json.dumps({"query": "trail running shoes size 42", "documents": docs, "top_n": 5})
+    script = tmp / "rerank.lua"
+    script.write_text(LUA.format(key=raw, body=body))
+
+    upstream_port = free_port()
+    upstream = subprocess.Popen([sys.executable, "-m", "tests.fake_vllm", str(upstream_port)], cwd=ROOT)  # noqa: S603
+    env = {
+        **os.environ,
+        "RERANK_MODEL_DIR": ns.model_dir,
+        "RERANK_API_KEYS": line,
+        "RERANK_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}",
+        "RERANK_LOG_LEVEL": "warning",  # measure serving, not log writing
+    }
+    servers = {
+        "granian": [sys.executable, "-m", "gateway", "serve"],
+        "uvicorn": [
+            sys.executable, "-m", "uvicorn", "--factory", "gateway.asgi:app_from_env",
+            "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
+        ],
+    }  # fmt: skip
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    try:
+        wait_http(f"http://127.0.0.1:{upstream_port}/health", timeout=10)
+        for name, command in servers.items():
+            port = free_port()
+            extra = ["--host", "127.0.0.1", "--port", str(port)] if name == "uvicorn" else []
+            proc_env = {**env, "RERANK_HOST": "127.0.0.1", "RERANK_PORT": str(port)}
+            proc = subprocess.Popen([*command, *extra], env=proc_env, cwd=ROOT)  # noqa: S603
+            try:
+                base = f"http://127.0.0.1:{port}"
+                wait_http(f"{base}/health", timeout=30, proc=proc)
+                check = httpx.post(f"{base}/v1/rerank", content=body, headers={
+                    "Authorization": f"Bearer {raw}", "content-type": "application/json"})  # fmt: skip
+                assert check.status_code == 200, check.text
+                run_wrk(f"{base}/health", None, 2, ns.connections)  # warm-up
+                results[name] = {
+                    "health": run_wrk(f"{base}/health", None, ns.seconds, ns.connections),
+                    "rerank": run_wrk(f"{base}/v1/rerank", script, ns.seconds, ns.connections),
+                }
+            finally:
+                proc.terminate()
+                proc.wait(30)
+                time.sleep(1)
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
+    for route in ("health", "rerank"):
+        ratio = results["granian"][route]["rps"] / results["uvicorn"][route]["rps"]
+        results.setdefault("ratio_granian_over_uvicorn", {})[route] = {"rps": round(ratio, 2)}
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
