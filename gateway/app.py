@@ -17,6 +17,7 @@ from litestar.handlers import BaseRouteHandler
 
 from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
 from gateway.keys import KeyRing
+from gateway.limits import Limiter, LimitStore, MemoryStore, RedisStore
 from gateway.requestlog import RequestLog, current_record
 from gateway.rerank import Ranking, Reranker
 from gateway.schemas import (
@@ -124,6 +125,17 @@ def _bearer_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return key.strip()
 
 
+def _limit_store(settings: Settings) -> LimitStore:
+    if settings.rate_limit_store == "redis":
+        assert settings.redis_url is not None  # guaranteed by Settings validation
+        return RedisStore(
+            settings.redis_url.get_secret_value(),
+            timeout_s=settings.redis_timeout_s,
+            in_flight_ttl_s=settings.upstream_timeout_s + 30,  # a slot outlives any request it can hold
+        )
+    return MemoryStore()
+
+
 def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Litestar:
     """Build the gateway. ``transport`` lets tests put a fault-injecting vLLM stand-in on the wire."""
     keyring = KeyRing.load(
@@ -132,12 +144,14 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
     )
     budget = PromptBudget.from_model_dir(settings.model_dir, max_model_len=settings.max_model_len)
     upstream = Upstream(settings, transport=transport)
-    reranker = Reranker(settings, upstream, budget)
+    limiter = Limiter(_limit_store(settings), fail_open=settings.redis_failure_mode == "open")
+    reranker = Reranker(settings, upstream, budget, limiter)
 
     def require_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         key = keyring.authenticate(_bearer_key(connection))
         if key is None:
             raise ApiError(ErrorKind.INVALID_API_KEY, "invalid api token")
+        connection.state.api_key = key
         record = current_record()
         if record is not None:
             record.key_id = key.key_id
@@ -150,6 +164,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
         reranker.check_positive("top_n", body.top_n)
         max_chunks = reranker.chunks_per_doc(body.max_chunks_per_doc)
         ranking = await reranker.rank(
+            key=request.state.api_key,
             query=body.query,
             texts=reranker.render_v1(body.documents, body.rank_fields),
             instruction=reranker.instruction(body.instruction),
@@ -178,6 +193,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
         if body.relevant_spans is not None and body.relevant_spans.mode == "enabled":
             raise invalid("relevant_spans is not supported by this model")
         ranking = await reranker.rank(
+            key=request.state.api_key,
             query=body.query,
             texts=body.documents,
             instruction=reranker.instruction(body.instruction),
@@ -209,6 +225,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             yield
         finally:
             await upstream.aclose()
+            await limiter.aclose()
 
     app = Litestar(
         route_handlers=[cohere_v1, jina_style, cohere_v2, models, health, ready],

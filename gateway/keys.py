@@ -3,9 +3,11 @@
 Keys are 256-bit random strings, so a fast hash is enough (no password-style KDF is needed): nobody can
 brute-force the preimage, and the digest on disk is useless to a reader of the keys file.
 
-File format, one key a line (``#`` starts a comment)::
+File format, one key a line (``#`` starts a comment), limits optional::
 
-    <key-id> sha256:<64 hex digits>
+    <key-id> sha256:<64 hex digits> [rpm=N|none] [units_per_minute=N|none] [concurrency=N|none]
+
+A limit left out takes the deployment default (RERANK_DEFAULT_*); ``none`` lifts it for that key.
 """
 
 from __future__ import annotations
@@ -15,18 +17,30 @@ import hmac
 import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from gateway.limits import KeyLimits
 
 KEY_PREFIX = "rk_"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
+LIMIT_OPTIONS = ("rpm", "units_per_minute", "concurrency")
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     key_id: str
     digest: bytes
+    limits: dict[str, int | None] = field(default_factory=dict)  # only those the line sets
+
+    def effective_limits(self, defaults: KeyLimits) -> KeyLimits:
+        def pick(name: str) -> int | None:
+            return self.limits[name] if name in self.limits else getattr(defaults, name)
+
+        return KeyLimits(
+            rpm=pick("rpm"), units_per_minute=pick("units_per_minute"), concurrency=pick("concurrency")
+        )
 
 
 def digest(raw_key: str) -> bytes:
@@ -48,12 +62,21 @@ def parse(text: str, *, source: str) -> list[ApiKey]:
         fields = line.split("#", 1)[0].split()
         if not fields:
             continue
-        if len(fields) != 2 or not _ID_RE.match(fields[0]) or not _DIGEST_RE.match(fields[1]):
+        if len(fields) < 2 or not _ID_RE.match(fields[0]) or not _DIGEST_RE.match(fields[1]):
             raise ValueError(
-                f"{source} line {number}: expected '<key-id> sha256:<64 lowercase hex>' "
+                f"{source} line {number}: expected '<key-id> sha256:<64 lowercase hex> [limit=N ...]' "
                 "(make one with `python -m gateway keygen <key-id>`)"
             )
-        keys.append(ApiKey(fields[0], bytes.fromhex(fields[1].removeprefix("sha256:"))))
+        limits: dict[str, int | None] = {}
+        for option in fields[2:]:
+            name, _, value = option.partition("=")
+            if name not in LIMIT_OPTIONS or not (value == "none" or (value.isdigit() and int(value) > 0)):
+                raise ValueError(
+                    f"{source} line {number}: limits are {', '.join(n + '=N|none' for n in LIMIT_OPTIONS)} "
+                    "with N a positive integer"
+                )
+            limits[name] = None if value == "none" else int(value)
+        keys.append(ApiKey(fields[0], bytes.fromhex(fields[1].removeprefix("sha256:")), limits))
     return keys
 
 

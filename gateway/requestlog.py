@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import structlog
 from litestar.enums import ScopeType
@@ -36,7 +36,10 @@ class RequestRecord:
     top_n: int | None = None
     chunks: int | None = None
     search_units: int | None = None
+    limit: str | None = None  # the rate-limit decision: admitted, limited:<kind>, fail_open, unlimited
     error: str | None = None
+    # Not logged: headers every response to this request carries (the rate-limit state).
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 _record: ContextVar[RequestRecord | None] = ContextVar("request_record", default=None)
@@ -73,7 +76,13 @@ class RequestLog:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
-                message["headers"] = [*message.get("headers", []), echoed]
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [
+                    (name.lower().encode(), value.encode())
+                    for name, value in record.response_headers
+                    if name.lower().encode() not in present  # an error response may carry them already
+                ]
+                message["headers"] = [*message.get("headers", []), *extra, echoed]
             await send(message)
 
         started = time.perf_counter()
@@ -84,7 +93,7 @@ class RequestLog:
             record.route = scope.get("path_template") or "unmatched"
             if record.status == 0:  # the app raised before answering; the server will send a 500
                 record.status = 500
-            fields = {k: v for k, v in asdict(record).items() if v is not None}
+            fields = {k: v for k, v in asdict(record).items() if v is not None and k != "response_headers"}
             fields["duration_ms"] = round(record.duration_ms, 2)
             fields["upstream_ms"] = round(record.upstream_ms, 2)
             level = logging.WARNING if record.status >= 500 else logging.INFO

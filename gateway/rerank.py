@@ -8,9 +8,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from gateway.errors import ApiError, ErrorKind, invalid
+from gateway.keys import ApiKey
+from gateway.limits import Limiter
 from gateway.requestlog import current_record
 from gateway.settings import Settings
 from gateway.tokens import PromptBudget
@@ -27,10 +30,13 @@ class Ranking:
 
 
 class Reranker:
-    def __init__(self, settings: Settings, upstream: Upstream, budget: PromptBudget) -> None:
+    def __init__(
+        self, settings: Settings, upstream: Upstream, budget: PromptBudget, limiter: Limiter
+    ) -> None:
         self._settings = settings
         self._upstream = upstream
         self._budget = budget
+        self._limiter = limiter
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model not in self._settings.model_names:
@@ -95,6 +101,7 @@ class Reranker:
     async def rank(
         self,
         *,
+        key: ApiKey,
         query: str,
         texts: list[str],
         instruction: str,
@@ -123,7 +130,15 @@ class Reranker:
             record.documents, record.top_n = len(texts), top_n
             record.chunks, record.search_units = len(flat), search_units
 
-        chunk_scores = await self._upstream.score(query, flat, instruction)
+        request_id = record.request_id if record is not None else ""
+        limits = key.effective_limits(self._settings.default_limits)
+        admission = await self._limiter.admit(key.key_id, limits, search_units, request_id)
+        try:
+            chunk_scores = await self._upstream.score(query, flat, instruction)
+        finally:
+            if admission.holds_slot:
+                with anyio.CancelScope(shield=True):  # a client that hung up still frees its slot
+                    await self._limiter.release(key.key_id, request_id)
         scores: list[float] = []
         position = 0
         for doc_pieces in pieces:

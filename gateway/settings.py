@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gateway.limits import KeyLimits
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
 
 DOCUMENTS_CEILING = 10_000
@@ -34,6 +35,15 @@ class Settings(BaseSettings):
     # API keys: lines of "<key-id> sha256:<hex>", from a mounted file and/or the environment
     api_keys_file: Path | None = None
     api_keys: SecretStr | None = None
+
+    # Per-key limits (keys-file options override these defaults; unset means unlimited)
+    default_rpm: int | None = Field(default=None, ge=1)
+    default_units_per_minute: int | None = Field(default=None, ge=1)
+    default_concurrency: int | None = Field(default=None, ge=1)
+    rate_limit_store: Literal["memory", "redis"] = "memory"
+    redis_url: SecretStr | None = None
+    redis_failure_mode: Literal["open", "closed"] = "open"
+    redis_timeout_s: float = Field(default=0.25, gt=0)
 
     # Request limits
     max_documents: int = Field(default=1000, ge=1, le=DOCUMENTS_CEILING)
@@ -73,6 +83,14 @@ class Settings(BaseSettings):
             raise ValueError(f"model_dir {self.model_dir} has no tokenizer.json")
         if self.api_keys_file is None and self.api_keys is None:
             raise ValueError("no API keys configured: set RERANK_API_KEYS_FILE or RERANK_API_KEYS")
+        if self.workers > 1 and self.rate_limit_store == "memory":
+            raise ValueError(
+                f"workers={self.workers} with the in-process rate-limit store would give every worker its "
+                "own counters and multiply each key's limits; set RERANK_RATE_LIMIT_STORE=redis and "
+                "RERANK_REDIS_URL, or RERANK_WORKERS=1"
+            )
+        if self.rate_limit_store == "redis" and self.redis_url is None:
+            raise ValueError("RERANK_RATE_LIMIT_STORE=redis needs RERANK_REDIS_URL")
         if self.max_query_tokens > self.max_model_len // 2:
             raise ValueError(
                 "max_query_tokens may be at most half of max_model_len: the rest is for documents"
@@ -82,3 +100,7 @@ class Settings(BaseSettings):
     @property
     def model_names(self) -> tuple[str, ...]:
         return (self.served_model_name, *self.model_aliases)
+
+    @property
+    def default_limits(self) -> KeyLimits:
+        return KeyLimits(self.default_rpm, self.default_units_per_minute, self.default_concurrency)

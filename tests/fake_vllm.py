@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -54,8 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
         documents = body["documents"]
         if mode == "slow":
             time.sleep(self.server.slow_seconds)
-        if mode == "drop":
-            self.connection.close()
+        if mode == "drop":  # vLLM dying mid-request: the socket closes with no answer
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
             return
         if mode == "error500":
             error = {
