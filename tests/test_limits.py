@@ -246,6 +246,7 @@ def test_redis_down_fail_open_and_fail_closed_then_recovery(
         assert refused.json()["message"] == "rate limiting is unavailable; retry shortly"
         assert refused.headers["retry-after"] == "1"
         assert "rate_limit_store_unavailable" in open_service.log_text()
+        assert '"limit": "fail_open"' in open_service.log_text()
     finally:
         redis_server.start()
 

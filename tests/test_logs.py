@@ -56,6 +56,7 @@ def test_canonical_line_fields_and_no_secrets(gateway: Gateway, api_keys: Keys) 
     assert line["top_n"] == 2
     assert line["chunks"] == 3
     assert line["search_units"] == 1
+    assert line["limit"] == "unlimited"  # the rate-limit decision; this key has no limits
     assert line["duration_ms"] >= line["upstream_ms"] > 0
     assert "timestamp" in line
     assert line["level"] == "info"
