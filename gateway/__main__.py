@@ -13,6 +13,7 @@ def _serve() -> int:
     from granian.constants import Interfaces  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
 
+    from gateway.app import load_keyring  # noqa: PLC0415
     from gateway.requestlog import server_log_config  # noqa: PLC0415
     from gateway.settings import Settings  # noqa: PLC0415
 
@@ -20,8 +21,14 @@ def _serve() -> int:
         settings = Settings()  # type: ignore[call-arg]  # validated here so a bad config fails before forking
     except ValidationError as exc:
         for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            # Name the environment variable the operator has to fix, e.g. RERANK_MODEL_DIR.
+            where = "RERANK_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
             print(f"gateway: invalid configuration: {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    try:  # fail here, in one line, rather than in every worker with a traceback
+        load_keyring(settings)
+    except ValueError as exc:
+        print(f"gateway: invalid configuration: {exc}", file=sys.stderr)
         return 2
     Granian(
         "gateway.asgi:app_from_env",

@@ -125,6 +125,14 @@ def _bearer_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return key.strip()
 
 
+def load_keyring(settings: Settings) -> KeyRing:
+    """The configured keys; raises ValueError with a line number (never the line) when malformed."""
+    return KeyRing.load(
+        file=settings.api_keys_file,
+        env_value=settings.api_keys.get_secret_value() if settings.api_keys else None,
+    )
+
+
 def _limit_store(settings: Settings) -> LimitStore:
     if settings.rate_limit_store == "redis":
         assert settings.redis_url is not None  # guaranteed by Settings validation
@@ -138,10 +146,7 @@ def _limit_store(settings: Settings) -> LimitStore:
 
 def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> Litestar:
     """Build the gateway. ``transport`` lets tests put a fault-injecting vLLM stand-in on the wire."""
-    keyring = KeyRing.load(
-        file=settings.api_keys_file,
-        env_value=settings.api_keys.get_secret_value() if settings.api_keys else None,
-    )
+    keyring = load_keyring(settings)
     budget = PromptBudget.from_model_dir(settings.model_dir, max_model_len=settings.max_model_len)
     upstream = Upstream(settings, transport=transport)
     limiter = Limiter(_limit_store(settings), fail_open=settings.redis_failure_mode == "open")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,33 @@ def test_document_budget_leaves_room_for_the_prompt(budget: PromptBudget) -> Non
     long = budget.document_budget("Find shoes", "red " * 100)
     assert 1900 < short < 2048
     assert long < short - 90
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RERANK_API_KEYS": "shop sha256:" + "a" * 64}, "RERANK_MODEL_DIR: Field required"),
+        ({"RERANK_API_KEYS": "not-a-key-line"}, "RERANK_API_KEYS line 1: expected"),
+        ({"RERANK_API_KEYS_FILE": "/nonexistent/keys"}, "cannot read API keys file /nonexistent/keys"),
+        ({"RERANK_API_KEYS": "shop sha256:" + "a" * 64, "RERANK_PORT": "0"}, "RERANK_PORT:"),
+        ({}, "no API keys configured"),
+    ],
+)
+def test_bad_configuration_stops_the_server_with_one_clear_line(
+    model_dir: Path, env: dict[str, str], message: str
+) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
+    if "RERANK_MODEL_DIR: Field required" not in message:
+        base["RERANK_MODEL_DIR"] = str(model_dir)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "not-a-key-line" not in done.stderr, "a bad line may hold a key: never echoed"
