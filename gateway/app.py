@@ -161,12 +161,11 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
         if record is not None:
             record.key_id = key.key_id
 
+    @post(["/v1/rerank", "/rerank"], guards=[require_key], status_code=200)
     async def rerank_v1(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Cohere v1; `/rerank` serves the same contract for Jina/vLLM-style clients."""
         body = await _decode(request, V1RerankRequest)
-        reranker.check_model(body.model)
-        reranker.check_query(body.query)
-        reranker.check_documents(len(body.documents))
-        reranker.check_positive("top_n", body.top_n)
+        reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
         max_chunks = reranker.chunks_per_doc(body.max_chunks_per_doc)
         ranking = await reranker.rank(
             key=request.state.api_key,
@@ -179,21 +178,10 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
         )
         return _response(ranking, "1", body.documents if body.return_documents else None)
 
-    @post("/v1/rerank", guards=[require_key], status_code=200)
-    async def cohere_v1(request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await rerank_v1(request)
-
-    @post("/rerank", guards=[require_key], status_code=200)
-    async def jina_style(request: Request[Any, Any, Any]) -> Response[bytes]:
-        return await rerank_v1(request)
-
     @post("/v2/rerank", guards=[require_key], status_code=200)
-    async def cohere_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def rerank_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
         body = await _decode(request, V2RerankRequest)
-        reranker.check_model(body.model)
-        reranker.check_query(body.query)
-        reranker.check_documents(len(body.documents))
-        reranker.check_positive("top_n", body.top_n)
+        reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
         reranker.check_positive("max_tokens_per_doc", body.max_tokens_per_doc)
         if body.relevant_spans is not None and body.relevant_spans.mode == "enabled":
             raise invalid("relevant_spans is not supported by this model")
@@ -233,7 +221,7 @@ def create_app(settings: Settings, *, transport: httpx.AsyncBaseTransport | None
             await limiter.aclose()
 
     app = Litestar(
-        route_handlers=[cohere_v1, jina_style, cohere_v2, models, health, ready],
+        route_handlers=[rerank_v1, rerank_v2, models, health, ready],
         exception_handlers={
             ApiError: _on_api_error,
             HTTPException: _on_http_exception,

@@ -38,6 +38,13 @@ class Reranker:
         self._budget = budget
         self._limiter = limiter
 
+    def check_common(self, model: str | None, query: str, documents: int, top_n: int | None) -> None:
+        """The checks every rerank route makes before looking at documents one by one."""
+        self.check_model(model)
+        self.check_query(query)
+        self.check_documents(documents)
+        self.check_positive("top_n", top_n)
+
     def check_model(self, model: str | None) -> None:
         if model is not None and model not in self._settings.model_names:
             available = ", ".join(self._settings.model_names)

@@ -64,19 +64,11 @@ class Upstream:
                 "/score", content=body, headers={"content-type": "application/json"}
             )
         except httpx.PoolTimeout:
-            raise ApiError(
-                ErrorKind.UPSTREAM_UNAVAILABLE,
-                "the model server is at capacity; retry shortly",
-                headers={"Retry-After": "1"},
-            ) from None
+            raise _unavailable("the model server is at capacity; retry shortly", retry_after=1) from None
         except httpx.TimeoutException:
             raise ApiError(ErrorKind.UPSTREAM_TIMEOUT, "the model server did not answer in time") from None
         except httpx.TransportError:
-            raise ApiError(
-                ErrorKind.UPSTREAM_UNAVAILABLE,
-                "the model server is unavailable; retry shortly",
-                headers={"Retry-After": "5"},
-            ) from None
+            raise _unavailable("the model server is unavailable; retry shortly", retry_after=5) from None
         finally:
             record = current_record()
             if record is not None:
@@ -108,6 +100,10 @@ class Upstream:
         return response.status_code == 200
 
 
+def _unavailable(message: str, *, retry_after: int) -> ApiError:
+    return ApiError(ErrorKind.UPSTREAM_UNAVAILABLE, message, headers={"Retry-After": str(retry_after)})
+
+
 def _mapped_error(response: httpx.Response) -> ApiError:
     """vLLM's ``{"error": {"message": ...}}`` becomes ours. Its 4xx are about the input; 5xx are its fault."""
     try:
@@ -117,8 +113,5 @@ def _mapped_error(response: httpx.Response) -> ApiError:
     if response.status_code in (400, 422):
         return ApiError(ErrorKind.INVALID_REQUEST, f"the model rejected the input: {message}")
     if response.status_code == 503:
-        return ApiError(
-            ErrorKind.UPSTREAM_UNAVAILABLE, "the model server is not ready; retry shortly",
-            headers={"Retry-After": "5"},
-        )  # fmt: skip
+        return _unavailable("the model server is not ready; retry shortly", retry_after=5)
     return ApiError(ErrorKind.UPSTREAM_ERROR, f"the model server failed ({response.status_code})")

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cohere
 import pytest
 
 from gateway import keys as keylib
@@ -120,3 +121,10 @@ def gateway(vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path) -> Ite
 @pytest.fixture(scope="session")
 def card(model_dir: Path) -> CardReranker:
     return CardReranker(model_dir)
+
+
+@pytest.fixture
+def client(gateway: Gateway, api_keys: Keys) -> Iterator[cohere.Client]:
+    """The real Cohere v1 SDK on the session gateway, no retries (tests see every status)."""
+    with cohere.Client(api_key=api_keys["shop-a"], base_url=gateway.url, max_retries=0) as client:
+        yield client

@@ -30,12 +30,6 @@ def expected_order(scores: list[float]) -> list[int]:
 
 
 @pytest.fixture
-def client(gateway: Gateway, api_keys: Keys) -> Iterator[cohere.Client]:
-    with cohere.Client(api_key=api_keys["shop-a"], base_url=gateway.url, max_retries=0) as client:
-        yield client
-
-
-@pytest.fixture
 def client_v2(gateway: Gateway, api_keys: Keys) -> Iterator[cohere.ClientV2]:
     with cohere.ClientV2(api_key=api_keys["shop-a"], base_url=gateway.url, max_retries=0) as client:
         yield client
