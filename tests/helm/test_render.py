@@ -1,0 +1,498 @@
+"""What the chart renders: a locked-down GPU Deployment, its probes, keys as a file, the optional objects."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable
+
+import pytest
+import yaml
+
+from tests.helm.chart import CHART, FULLNAME, NAMESPACE, RELEASE, VARIANTS, Doc, Manifests, render
+
+Variant = Callable[[str], Manifests]
+
+KEY_A = "shop-a sha256:" + "a" * 64
+KEY_B = "shop-b sha256:" + "b" * 64 + " rpm=60"
+KEYS_FILE = "/etc/rerank/keys/keys"
+CACHE_DIR = "/var/cache/rerank"
+TMP_DIR, SHM_DIR = "/tmp", "/dev/shm"  # noqa: S108  # paths inside the pod, asserted, not used
+# Volume types the restricted Pod Security Standard admits.
+RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"
+}  # fmt: skip
+
+
+def _secret_text(secret: Doc, key: str) -> str:
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def _checksum(manifests: Manifests, name: str = "checksum/api-keys") -> str:
+    annotations: dict[str, str] = manifests.deployment["spec"]["template"]["metadata"]["annotations"]
+    return annotations[name]
+
+
+# Security: the restricted Pod Security Standard, read-only root, no API token
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_pod_meets_the_restricted_profile(variant: Variant, name: str) -> None:
+    """Server and test pods: non-root, no escalation, ALL capabilities dropped, RuntimeDefault seccomp,
+    read-only root, no host namespaces or host paths, no service-account token."""
+    manifests = variant(name)
+    for what, spec in manifests.pod_specs():
+        pod_sc = spec.get("securityContext", {})
+        assert pod_sc.get("runAsNonRoot") is True, what
+        assert pod_sc.get("runAsUser", 10001) != 0, what
+        assert pod_sc.get("seccompProfile") == {"type": "RuntimeDefault"}, what
+        assert spec["automountServiceAccountToken"] is False, what
+        for flag in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(flag), f"{what}: {flag}"
+        for volume in spec.get("volumes", []):
+            kinds = set(volume) - {"name"}
+            assert kinds <= RESTRICTED_VOLUMES, f"{what}: volume {volume['name']} is {kinds}"
+        for container in spec["containers"] + spec.get("initContainers", []):
+            sc = container["securityContext"]
+            where = f"{what}/{container['name']}"
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc.get("privileged", False) is False, where
+            assert sc["capabilities"] == {"drop": ["ALL"]}, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, where
+            assert sc.get("runAsUser", pod_sc.get("runAsUser")) == 10001, where
+            assert sc.get("seccompProfile", pod_sc.get("seccompProfile")) == {"type": "RuntimeDefault"}, where
+            assert not container.get("ports") or all("hostPort" not in p for p in container["ports"]), where
+
+
+def test_service_account_never_mounts_a_token(variant: Variant) -> None:
+    """The pod runs as its own ServiceAccount, which disables token automounting too; no service links."""
+    manifests = variant("default")
+    assert manifests.pod_spec["enableServiceLinks"] is False, "service env vars could collide with RERANK_*"
+    account = manifests.one("ServiceAccount")
+    assert account["automountServiceAccountToken"] is False
+    assert manifests.pod_spec["serviceAccountName"] == account["metadata"]["name"] == FULLNAME
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_writable_paths_are_emptydirs_with_limits(variant: Variant, name: str) -> None:
+    """The pod's tmp, cache and shm (memory) dirs are size-limited emptyDirs; caches go to the cache dir."""
+    manifests = variant(name)
+    volumes = {v["name"]: v for v in manifests.pod_spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in manifests.container["volumeMounts"]}
+    for path in (TMP_DIR, CACHE_DIR, SHM_DIR):
+        assert "sizeLimit" in volumes[mounts[path]]["emptyDir"], path
+    assert volumes[mounts[SHM_DIR]]["emptyDir"]["medium"] == "Memory"
+    assert manifests.env_value("RERANK_CACHE_DIR") == CACHE_DIR
+    assert manifests.env_value("XDG_CACHE_HOME") == CACHE_DIR
+    assert manifests.env_value("HF_HOME") == f"{CACHE_DIR}/hf"
+    assert manifests.env_value("VLLM_CACHE_ROOT") == f"{CACHE_DIR}/vllm"
+    assert manifests.env_value("TRITON_CACHE_DIR") == f"{CACHE_DIR}/triton"
+
+
+def test_shm_size_is_a_value() -> None:
+    manifests = render(sets={"shm.sizeLimit": "8Gi"})
+    dshm = next(v for v in manifests.pod_spec["volumes"] if v["name"] == "dshm")
+    assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+
+
+# GPU scheduling
+
+
+def test_gpu_mode_requests_and_limits_gpus(variant: Variant) -> None:
+    """Default (GPU mode): one nvidia.com/gpu in requests and limits, the GPU taint tolerated, cuda env."""
+    manifests = variant("default")
+    resources = manifests.container["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == 1
+    assert {"cpu", "memory"} <= resources["requests"].keys()
+    assert "memory" in resources["limits"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in manifests.pod_spec[
+        "tolerations"
+    ]
+    assert manifests.env_value("RERANK_DEVICE") == "cuda"
+    assert manifests.env_value("RERANK_GPU_MEMORY_UTILIZATION") == "0.9"
+
+
+def test_gpu_node_selection_values_reach_the_pod(variant: Variant) -> None:
+    """gpu.count, runtimeClassName, nodeSelector, tolerations, affinity and spreading reach the pod."""
+    gpu = variant("gpu")
+    assert gpu.container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert gpu.container["resources"]["requests"]["nvidia.com/gpu"] == 2
+    assert gpu.pod_spec["runtimeClassName"] == "nvidia"
+    assert gpu.pod_spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    full = variant("full")
+    tolerations = full.pod_spec["tolerations"]
+    assert {
+        "key": "dedicated",
+        "operator": "Equal",
+        "value": "inference",
+        "effect": "NoSchedule",
+    } in tolerations
+    assert any(t["key"] == "nvidia.com/gpu" for t in tolerations)
+    assert "podAntiAffinity" in full.pod_spec["affinity"]
+    assert full.pod_spec["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert full.pod_spec["priorityClassName"] == "inference"
+
+
+def test_cpu_mode_asks_for_no_gpu(variant: Variant) -> None:
+    """CPU mode neither requests GPUs nor tolerates GPU nodes, and sets no GPU-only settings."""
+    manifests = variant("cpu")
+    resources = manifests.container["resources"]
+    assert "nvidia.com/gpu" not in resources["requests"]
+    assert "nvidia.com/gpu" not in resources.get("limits", {})
+    assert "tolerations" not in manifests.pod_spec
+    assert manifests.env_value("RERANK_DEVICE") == "cpu"
+    assert "RERANK_GPU_MEMORY_UTILIZATION" not in manifests.env
+    assert manifests.env_value("VLLM_CPU_KVCACHE_SPACE") == "2"
+
+
+# Probes and draining
+
+
+def test_probes_cover_model_load_readiness_and_liveness(variant: Variant) -> None:
+    """startupProbe on /ready with a 30-minute budget, readiness on /ready, liveness on /health, all on http;
+    the entrypoint waits for vLLM exactly as long as the startup probe allows."""
+    container = variant("default").container
+    startup, ready, live = container["startupProbe"], container["readinessProbe"], container["livenessProbe"]
+    assert startup["httpGet"] == {"path": "/ready", "port": "http"}
+    assert ready["httpGet"] == {"path": "/ready", "port": "http"}
+    assert live["httpGet"] == {"path": "/health", "port": "http"}
+    budget = startup["failureThreshold"] * startup["periodSeconds"]
+    assert budget == 30 * 60
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RERANK_VLLM_START_TIMEOUT_S"] == str(budget)
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+
+
+def test_startup_budget_is_configurable() -> None:
+    manifests = render(sets={"startupProbe.failureThreshold": "360", "startupProbe.periodSeconds": "20"})
+    startup = manifests.container["startupProbe"]
+    assert (startup["failureThreshold"], startup["periodSeconds"]) == (360, 20)
+    assert manifests.env_value("RERANK_VLLM_START_TIMEOUT_S") == "7200"
+
+
+def test_prestop_sleep_and_grace_period_let_requests_drain(variant: Variant) -> None:
+    """preStop sleeps (endpoints drop the pod first), then SIGTERM; the grace period leaves time to drain."""
+    manifests = variant("default")
+    assert manifests.container["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "10"]}}
+    assert manifests.env_value("RERANK_DRAIN_TIMEOUT_S") == "20"
+    assert manifests.pod_spec["terminationGracePeriodSeconds"] == 60
+    full = variant("full")
+    assert full.container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
+    assert full.pod_spec["terminationGracePeriodSeconds"] == 90
+
+
+# API keys: a Secret mounted as a file, a checksum that rolls the pods
+
+
+def test_keys_from_values_are_a_secret_mounted_as_a_file() -> None:
+    """apiKeys.lines become the keys file in a chart Secret, mounted read-only; never env, never envFrom."""
+    manifests = render(sets={"apiKeys.lines[0]": KEY_A, "apiKeys.lines[1]": KEY_B})
+    secret = manifests.one("Secret", f"{FULLNAME}-api-keys")
+    lines = [line for line in _secret_text(secret, "keys").splitlines() if not line.startswith("#")]
+    assert lines == [KEY_A, KEY_B]
+    assert not any(s["metadata"]["name"].endswith("generated-key") for s in manifests.of_kind("Secret"))
+    _assert_keys_mounted(manifests, secret_name=f"{FULLNAME}-api-keys", secret_key="keys")
+
+
+def test_existing_keys_secret_is_mounted_and_no_secret_is_rendered() -> None:
+    manifests = render(sets={"apiKeys.existingSecret": "shop-keys", "apiKeys.existingSecretKey": "keys.txt"})
+    assert not manifests.has("Secret")
+    _assert_keys_mounted(manifests, secret_name="shop-keys", secret_key="keys.txt")
+
+
+def _assert_keys_mounted(manifests: Manifests, *, secret_name: str, secret_key: str) -> None:
+    volume = next(v for v in manifests.pod_spec["volumes"] if v["name"] == "api-keys")
+    assert volume["secret"]["secretName"] == secret_name
+    assert volume["secret"]["items"] == [{"key": secret_key, "path": "keys"}]
+    assert volume["secret"]["defaultMode"] == 0o440
+    mount = next(m for m in manifests.container["volumeMounts"] if m["name"] == "api-keys")
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/rerank/keys", True)
+    assert manifests.env_value("RERANK_API_KEYS_FILE") == KEYS_FILE
+    assert "RERANK_API_KEYS" not in manifests.env
+    assert "envFrom" not in manifests.container
+    for entry in manifests.env.values():
+        ref = entry.get("valueFrom", {}).get("secretKeyRef", {})
+        assert ref.get("name") != secret_name, f"{entry['name']} reads the keys Secret into the environment"
+        assert "sha256:" not in str(entry.get("value", ""))
+
+
+def test_without_keys_one_key_is_generated_and_its_digest_admitted(variant: Variant) -> None:
+    """Defaults: a random rk_ key in <fullname>-generated-key, its sha256 digest line in the keys file."""
+    manifests = variant("default")
+    raw = _secret_text(manifests.one("Secret", f"{FULLNAME}-generated-key"), "key")
+    assert raw.startswith("rk_")
+    assert len(raw) >= 40
+    keys_file = _secret_text(manifests.one("Secret", f"{FULLNAME}-api-keys"), "keys")
+    assert f"helm-generated sha256:{hashlib.sha256(raw.encode()).hexdigest()}" in keys_file.splitlines()
+    again = _secret_text(render().one("Secret", f"{FULLNAME}-generated-key"), "key")
+    assert again != raw, "each fresh install generates its own key"
+
+
+def test_keys_checksum_rolls_pods_only_when_keys_change() -> None:
+    """checksum/api-keys changes with the keys (or the Secret referenced), not with unrelated values."""
+    one = render(sets={"apiKeys.lines[0]": KEY_A})
+    same_keys = render(sets={"apiKeys.lines[0]": KEY_A, "gateway.logLevel": "debug"})
+    new_keys = render(sets={"apiKeys.lines[0]": KEY_A, "apiKeys.lines[1]": KEY_B})
+    assert _checksum(one) == _checksum(same_keys)
+    assert _checksum(one) != _checksum(new_keys)
+    existing = render(sets={"apiKeys.existingSecret": "keys-v1"})
+    assert _checksum(existing) != _checksum(render(sets={"apiKeys.existingSecret": "keys-v2"}))
+    assert len(_checksum(one)) == 64
+
+
+def test_redis_secret_checksum_rolls_pods() -> None:
+    url = "redis://redis.cache:6379/0"
+    one = render(sets={"redis.url": url})
+    assert _checksum(one, "checksum/redis") != _checksum(
+        render(sets={"redis.url": url + "1"}), "checksum/redis"
+    )
+
+
+# Gateway settings and rate limits
+
+
+def test_gateway_settings_come_from_values(variant: Variant) -> None:
+    manifests = variant("full")
+    expected = {
+        "RERANK_SERVED_MODEL_NAME": "qwen3-reranker-4b",
+        "RERANK_MODEL_ALIASES": "rerank-v3.5,rerank-english-v3.0",
+        "RERANK_DTYPE": "bfloat16",
+        "RERANK_MAX_MODEL_LEN": "8192",
+        "RERANK_GPU_MEMORY_UTILIZATION": "0.85",
+        "RERANK_MODEL_DIR": "/models/qwen3-reranker-4b",
+        "RERANK_LOG_LEVEL": "warning",
+        "RERANK_MAX_DOCUMENTS": "500",
+        "RERANK_WORKERS": "2",
+        "RERANK_DEFAULT_INSTRUCTION": "Given a shopper's search query, judge whether the product matches it",
+        "RERANK_DEFAULT_RPM": "120",
+        "RERANK_DEFAULT_UNITS_PER_MINUTE": "5000",
+        "RERANK_DEFAULT_CONCURRENCY": "4",
+        "RERANK_RATE_LIMIT_STORE": "redis",
+        "RERANK_REDIS_FAILURE_MODE": "closed",
+        "VLLM_LOGGING_LEVEL": "WARNING",
+    }
+    assert {name: manifests.env_value(name) for name in expected} == expected
+    model = next(m for m in manifests.container["volumeMounts"] if m["name"] == "model")
+    assert (model["mountPath"], model["readOnly"]) == ("/models/qwen3-reranker-4b", True)
+
+
+def test_unset_gateway_settings_keep_the_gateway_defaults(variant: Variant) -> None:
+    """Null values leave the variable out, so the gateway's own default applies; one process counts limits."""
+    env = variant("default").env
+    for name in (
+        "RERANK_MAX_DOCUMENTS",
+        "RERANK_DEFAULT_INSTRUCTION",
+        "RERANK_MODEL_DIR",
+        "RERANK_DEFAULT_RPM",
+    ):
+        assert name not in env
+    assert env["RERANK_RATE_LIMIT_STORE"]["value"] == "memory"
+    assert "RERANK_REDIS_URL" not in env
+
+
+@pytest.mark.parametrize(
+    ("name", "secret", "key"),
+    [("full", f"{FULLNAME}-redis", "url"), ("ingress-hpa-redis", "reranker-redis", "url")],
+)
+def test_redis_url_comes_from_a_secret(variant: Variant, name: str, secret: str, key: str) -> None:
+    """RERANK_REDIS_URL is a secretKeyRef (chart Secret from redis.url, or redis.existingSecret)."""
+    manifests = variant(name)
+    assert manifests.env["RERANK_REDIS_URL"] == {
+        "name": "RERANK_REDIS_URL",
+        "valueFrom": {"secretKeyRef": {"name": secret, "key": key}},
+    }
+    if name == "full":
+        assert (
+            _secret_text(manifests.one("Secret", secret), key)
+            == "rediss://:ci-password@redis.cache.svc:6380/0"
+        )
+    else:
+        assert not any(s["metadata"]["name"] == secret for s in manifests.of_kind("Secret"))
+
+
+# Image
+
+
+def test_image_defaults_to_the_app_version_never_latest(variant: Variant) -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    manifests = variant("default")
+    assert manifests.container["image"] == f"ghcr.io/product-rerank/reranker:{app_version}"
+    assert manifests.test_pod["spec"]["containers"][0]["image"] == manifests.container["image"]
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["image"]
+    assert (defaults["tag"], defaults["digest"]) == ("", "")
+    assert app_version != "latest"
+
+
+def test_digest_wins_over_tag(variant: Variant) -> None:
+    manifests = variant("digest")
+    digest = "sha256:c325a86ae13f417df8a7ca0ae25c63fe8d6072f0669045e9e23b336edb5abc89"
+    assert manifests.container["image"] == f"ghcr.io/product-rerank/reranker@{digest}"
+    assert ":0.1.0" not in manifests.container["image"]
+
+
+# Service, Ingress, HPA, PDB, NetworkPolicy, ServiceMonitor
+
+
+def test_service_selects_the_server_pods_only(variant: Variant) -> None:
+    """The Service targets the http port; its selector matches the server pods but not the test pod."""
+    manifests = variant("default")
+    service = manifests.one("Service")
+    selector: dict[str, str] = service["spec"]["selector"]
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+    ]
+    pod_labels = manifests.deployment["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    assert selector == manifests.deployment["spec"]["selector"]["matchLabels"]
+    assert not selector.items() <= manifests.test_pod["metadata"]["labels"].items()
+
+
+def test_optional_objects_are_off_by_default(variant: Variant) -> None:
+    manifests = variant("default")
+    for kind in ("Ingress", "HorizontalPodAutoscaler", "ServiceMonitor"):
+        assert not manifests.has(kind), kind
+    for kind in ("Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy"):
+        assert manifests.has(kind), kind
+    assert manifests.deployment["spec"]["replicas"] == 1
+    assert manifests.one("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_ingress_routes_to_the_service_with_tls(variant: Variant) -> None:
+    manifests = variant("full")
+    ingress = manifests.one("Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"secretName": "rerank-tls", "hosts": ["rerank.example.com"]}]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "16m"
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "rerank.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": FULLNAME, "port": {"number": 8000}}
+
+
+@pytest.mark.parametrize("name", ["full", "ingress-hpa-redis"])
+def test_hpa_scales_the_deployment_which_then_sets_no_replicas(variant: Variant, name: str) -> None:
+    manifests = variant(name)
+    hpa = manifests.one("HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    assert hpa["spec"]["minReplicas"] == 2
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600
+    assert "replicas" not in manifests.deployment["spec"]
+    metric = hpa["spec"]["metrics"][0]
+    if name == "full":
+        assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
+    else:
+        assert metric["type"] == "Pods"
+
+
+def test_pdb_takes_min_available_when_given(variant: Variant) -> None:
+    pdb = variant("full").one("PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert "maxUnavailable" not in pdb["spec"]
+    assert (
+        pdb["spec"]["selector"]["matchLabels"]
+        == variant("full").deployment["spec"]["selector"]["matchLabels"]
+    )
+
+
+def _server_policy(manifests: Manifests) -> Doc:
+    return manifests.one("NetworkPolicy", FULLNAME)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_network_policy_admits_only_the_gateway_port(variant: Variant, name: str) -> None:
+    """Ingress: one rule, TCP 8000 only. Egress: DNS (53 UDP+TCP), and Redis's port only with Redis.
+    No rule without ports, so nothing is open to every port."""
+    manifests = variant(name)
+    policy = _server_policy(manifests)
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == manifests.deployment["spec"]["selector"]["matchLabels"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert [rule["ports"] for rule in spec["ingress"]] == [[{"port": 8000, "protocol": "TCP"}]]
+    egress_ports = [rule["ports"] for rule in spec["egress"]]
+    assert egress_ports[0] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    redis = manifests.env_value("RERANK_RATE_LIMIT_STORE") == "redis"
+    expected_redis = {"full": 6380}.get(name, 6379)
+    assert egress_ports[1:] == ([[{"port": expected_redis, "protocol": "TCP"}]] if redis else [])
+
+
+def test_network_policy_peers_are_values_and_admit_the_test_pod(variant: Variant) -> None:
+    manifests = variant("full")
+    spec = _server_policy(manifests)["spec"]
+    peers = spec["ingress"][0]["from"]
+    assert peers[0] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    }
+    test_labels = manifests.test_pod["metadata"]["labels"]
+    assert peers[-1]["podSelector"]["matchLabels"].items() <= test_labels.items()
+    assert spec["egress"][0]["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert spec["egress"][1]["to"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cache"}}}
+    ]
+
+
+def test_default_network_policy_admits_any_source_on_the_port(variant: Variant) -> None:
+    spec = _server_policy(variant("default"))["spec"]
+    assert "from" not in spec["ingress"][0]
+
+
+def test_network_policy_can_be_turned_off() -> None:
+    assert not render(sets={"networkPolicy.enabled": "false"}).has("NetworkPolicy")
+
+
+def test_service_monitor_scrapes_metrics_on_the_service(variant: Variant) -> None:
+    """The ServiceMonitor (not in kubernetes-validate's schemas, so checked here) selects the Service and
+    scrapes GET /metrics on the http port."""
+    manifests = variant("full")
+    monitor = manifests.one("ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    spec = monitor["spec"]
+    assert spec["selector"]["matchLabels"].items() <= manifests.one("Service")["metadata"]["labels"].items()
+    assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert spec["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
+    assert set(spec) == {"selector", "namespaceSelector", "endpoints"}
+
+
+# helm test
+
+
+def test_helm_test_pod_calls_ready_through_the_service(variant: Variant) -> None:
+    """A hook pod (helm.sh/hook: test) that GETs /ready on the Service and exits non-zero otherwise."""
+    pod = variant("default").test_pod
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    container = pod["spec"]["containers"][0]
+    script = container["command"][-1]
+    assert f"http://{FULLNAME}:8000/ready" in script
+    assert container["command"][:2] == ["python3", "-c"]
+    compile(script, "helm-test", "exec")
+    assert container["resources"]["limits"]
+
+
+def test_helm_test_pod_has_its_own_network_policy(variant: Variant) -> None:
+    """With NetworkPolicy on, the test pod may only reach the server's port and DNS."""
+    manifests = variant("default")
+    policy = manifests.one("NetworkPolicy", f"{FULLNAME}-test-ready")
+    assert policy["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert (
+        policy["spec"]["podSelector"]["matchLabels"].items()
+        <= manifests.test_pod["metadata"]["labels"].items()
+    )
+    assert "ingress" not in policy["spec"]
+    to_server = policy["spec"]["egress"][0]
+    assert to_server["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert (
+        to_server["to"][0]["podSelector"]["matchLabels"]
+        == manifests.deployment["spec"]["selector"]["matchLabels"]
+    )
+
+
+def test_names_follow_the_release(variant: Variant) -> None:
+    """Everything is named after the release and labelled as part of it."""
+    for doc in variant("full").docs:
+        assert doc["metadata"]["name"].startswith(FULLNAME), doc["metadata"]["name"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
