@@ -12,7 +12,7 @@ import msgspec
 import structlog
 from litestar import Litestar, Request, Response, get, post
 from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, InternalServerException
 from litestar.handlers import BaseRouteHandler
 
 from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
@@ -89,7 +89,10 @@ async def _decode(request: Request[Any, Any, Any], model: type[T]) -> T:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";", 1)[0].strip().lower() != JSON:
         raise ApiError(ErrorKind.UNSUPPORTED_MEDIA_TYPE, "content-type must be application/json")
-    body = await request.body()
+    try:
+        body = await request.body()
+    except InternalServerException:  # reading the body raises it for one thing: the client hung up
+        raise ApiError(ErrorKind.CLIENT_CLOSED, "client closed the request") from None
     try:
         return msgspec.json.decode(body, type=model, strict=True)
     except msgspec.ValidationError as exc:

@@ -16,6 +16,7 @@ class ErrorKind(Enum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     RATE_LIMITED = "rate_limited"
+    CLIENT_CLOSED = "client_closed"
     INTERNAL = "internal"
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
@@ -36,6 +37,7 @@ STATUS: dict[ErrorKind, int] = {
     ErrorKind.PAYLOAD_TOO_LARGE: 413,
     ErrorKind.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorKind.RATE_LIMITED: 429,
+    ErrorKind.CLIENT_CLOSED: 499,  # nginx's code: the client went away before we could answer
     ErrorKind.INTERNAL: 500,
     ErrorKind.UPSTREAM_ERROR: 502,
     ErrorKind.UPSTREAM_UNAVAILABLE: 503,

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.limits import KeyLimits
+from gateway.limits import MAX_PER_MINUTE, KeyLimits
 
 KEY_PREFIX = "rk_"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -70,10 +70,12 @@ def parse(text: str, *, source: str) -> list[ApiKey]:
         limits: dict[str, int | None] = {}
         for option in fields[2:]:
             name, _, value = option.partition("=")
-            if name not in LIMIT_OPTIONS or not (value == "none" or (value.isdigit() and int(value) > 0)):
+            if name not in LIMIT_OPTIONS or not (
+                value == "none" or (value.isdigit() and 0 < int(value) <= MAX_PER_MINUTE)
+            ):
                 raise ValueError(
                     f"{source} line {number}: limits are {', '.join(n + '=N|none' for n in LIMIT_OPTIONS)} "
-                    "with N a positive integer"
+                    f"with N from 1 to {MAX_PER_MINUTE}"
                 )
             limits[name] = None if value == "none" else int(value)
         keys.append(ApiKey(fields[0], bytes.fromhex(fields[1].removeprefix("sha256:")), limits))

@@ -19,7 +19,7 @@ import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 REQUEST_ID_HEADER = "x-request-id"
 
 
@@ -54,7 +54,7 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             candidate = value.decode("latin-1")
-            if _REQUEST_ID_RE.match(candidate):
+            if _REQUEST_ID_RE.fullmatch(candidate):
                 return candidate
             break
     return uuid.uuid4().hex
@@ -89,27 +89,37 @@ class RequestLog:
         try:
             await self._app(scope, receive, send_with_id)
         finally:
-            record.duration_ms = (time.perf_counter() - started) * 1000
-            record.route = scope.get("path_template") or "unmatched"
-            if record.status == 0:  # the app raised before answering; the server will send a 500
-                record.status = 500
-            fields = {k: v for k, v in asdict(record).items() if v is not None and k != "response_headers"}
-            fields["duration_ms"] = round(record.duration_ms, 2)
-            fields["upstream_ms"] = round(record.upstream_ms, 2)
-            level = logging.WARNING if record.status >= 500 else logging.INFO
-            await self._logger.alog(level, "request", **fields)
-            _record.reset(token)
+            try:
+                record.duration_ms = (time.perf_counter() - started) * 1000
+                record.route = scope.get("path_template") or "unmatched"
+                if record.status == 0:  # the app raised before answering; the server will send a 500
+                    record.status = 500
+                fields = {
+                    k: v for k, v in asdict(record).items() if v is not None and k != "response_headers"
+                }
+                fields["duration_ms"] = round(record.duration_ms, 2)
+                fields["upstream_ms"] = round(record.upstream_ms, 2)
+                # Synchronous on purpose: one short write, no executor hop, not lost to a cancelled task.
+                level = logging.WARNING if record.status >= 500 else logging.INFO
+                self._logger.log(level, "request", **fields)
+            finally:
+                _record.reset(token)
 
 
 _SHARED: list[structlog.typing.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
+    # Tracebacks as plain text, for stdlib records too: never a rich traceback that prints local
+    # variables (an ASGI scope holds the Authorization header).
+    structlog.processors.format_exc_info,
 ]
 
 
 def _renderer(json: bool) -> structlog.typing.Processor:
-    return structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    if json:
+        return structlog.processors.JSONRenderer()
+    return structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
 
 
 def stdlib_formatter(json: bool = True) -> logging.Formatter:
@@ -147,7 +157,7 @@ def configure_logging(*, level: str, json: bool) -> None:
     """structlog for our lines; the stdlib root logger routed through the same renderer."""
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[*_SHARED, structlog.processors.format_exc_info, _renderer(json)],
+        processors=[*_SHARED, _renderer(json)],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,

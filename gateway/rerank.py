@@ -37,6 +37,9 @@ class Reranker:
         self._upstream = upstream
         self._budget = budget
         self._limiter = limiter
+        # Tokenizing long documents is CPU work: at most this many requests do it at once, so a burst of
+        # huge requests queues here instead of starving the event loop and every other request.
+        self._tokenizer_threads = anyio.CapacityLimiter(settings.tokenizer_threads)
 
     def check_common(self, model: str | None, query: str, documents: int, top_n: int | None) -> None:
         """The checks every rerank route makes before looking at documents one by one."""
@@ -127,8 +130,11 @@ class Reranker:
         room = self._budget.document_budget(instruction, query)
         if room < 1:
             raise invalid("the instruction and query leave no room for documents in the model's context")
+        limits = key.effective_limits(self._settings.default_limits)
+        self._limiter.precheck(key.key_id, limits)  # a key out of requests costs us no tokenizing
         pieces = await anyio.to_thread.run_sync(
-            lambda: self._budget.split(texts, chunk_tokens=min(chunk_tokens, room), max_chunks=max_chunks)
+            lambda: self._budget.split(texts, chunk_tokens=min(chunk_tokens, room), max_chunks=max_chunks),
+            limiter=self._tokenizer_threads,
         )
         flat = [piece for doc_pieces in pieces for piece in doc_pieces]
         search_units = max(1, math.ceil(len(flat) / DOCUMENTS_PER_SEARCH_UNIT))
@@ -137,15 +143,12 @@ class Reranker:
             record.documents, record.top_n = len(texts), top_n
             record.chunks, record.search_units = len(flat), search_units
 
-        request_id = record.request_id if record is not None else ""
-        limits = key.effective_limits(self._settings.default_limits)
-        admission = await self._limiter.admit(key.key_id, limits, search_units, request_id)
+        # Admission comes after tokenizing because search units need the exact chunk count.
+        admission = await self._limiter.admit(key.key_id, limits, search_units)
         try:
             chunk_scores = await self._upstream.score(query, flat, instruction)
         finally:
-            if admission.holds_slot:
-                with anyio.CancelScope(shield=True):  # a client that hung up still frees its slot
-                    await self._limiter.release(key.key_id, request_id)
+            await self._limiter.release(admission)
         scores: list[float] = []
         position = 0
         for doc_pieces in pieces:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gateway.limits import KeyLimits
+from gateway.limits import MAX_PER_MINUTE, KeyLimits
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
 
 DOCUMENTS_CEILING = 10_000
@@ -37,9 +37,9 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = None
 
     # Per-key limits (keys-file options override these defaults; unset means unlimited)
-    default_rpm: int | None = Field(default=None, ge=1)
-    default_units_per_minute: int | None = Field(default=None, ge=1)
-    default_concurrency: int | None = Field(default=None, ge=1)
+    default_rpm: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
+    default_units_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
+    default_concurrency: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
     rate_limit_store: Literal["memory", "redis"] = "memory"
     redis_url: SecretStr | None = None
     redis_failure_mode: Literal["open", "closed"] = "open"
@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     max_tokens_per_doc: int = Field(default=4096, ge=1, description="v2 default; v1 chunk size")
     max_chunks_per_doc: int = Field(default=10, ge=1, le=100, description="v1 default and ceiling")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    tokenizer_threads: int = Field(default=2, ge=1, le=64, description="requests tokenizing at once")
 
     # Upstream behaviour
     upstream_timeout_s: float = Field(default=60.0, gt=0)

@@ -7,6 +7,8 @@ offsets), so the text vLLM re-tokenizes is a clean prefix of what the user sent.
 
 from __future__ import annotations
 
+import itertools
+import unicodedata
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -40,8 +42,9 @@ class PromptBudget:
         ``max_chunks=1`` is plain truncation. Text beyond the last chunk is dropped, as Cohere does.
         """
         pieces = [[text] for text in texts]
-        # Byte-level BPE never makes more tokens than UTF-8 bytes, so short texts need no tokenizing.
-        long = [i for i, text in enumerate(texts) if len(text.encode()) > chunk_tokens]
+        # Byte-level BPE never makes more tokens than UTF-8 bytes of the (NFC-normalised) text it sees,
+        # so short texts need no tokenizing. NFC can lengthen text (U+1D160 becomes three code points).
+        long = [i for i, text in enumerate(texts) if _max_tokens(text) > chunk_tokens]
         if not long:
             return pieces
         encodings = self._tokenizer.encode_batch([texts[i] for i in long], add_special_tokens=False)
@@ -51,8 +54,19 @@ class PromptBudget:
             if total <= chunk_tokens:
                 continue
             text = texts[i]
-            starts = [0, *(offsets[k][0] for k in range(chunk_tokens, total, chunk_tokens))][:max_chunks]
-            kept_tokens = len(starts) * chunk_tokens
-            end = offsets[kept_tokens][0] if kept_tokens < total else len(text)
-            pieces[i] = [text[a:b] for a, b in zip(starts, [*starts[1:], end], strict=True)]
+            # Cut every chunk_tokens tokens; where a cut falls inside a character (its byte tokens share
+            # one offset) move it forward to the next character, so no piece is empty or splits one.
+            bounds = [0]
+            while len(bounds) <= max_chunks and bounds[-1] < total:
+                k = bounds[-1] + chunk_tokens
+                while k < total and offsets[k][0] <= offsets[bounds[-1]][0]:
+                    k += 1
+                bounds.append(min(k, total))
+            cuts = [offsets[k][0] if k < total else len(text) for k in bounds]
+            pieces[i] = [text[a:b] for a, b in itertools.pairwise(cuts) if b > a][:max_chunks]
         return pieces
+
+
+def _max_tokens(text: str) -> int:
+    """An upper bound on the tokens of ``text``, without tokenizing it."""
+    return len(unicodedata.normalize("NFC", text).encode())

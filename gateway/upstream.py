@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import httpx
 import msgspec
 
@@ -39,6 +40,7 @@ class Upstream:
     def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._model = settings.served_model_name
         self._ready_timeout = settings.ready_timeout_s
+        self._deadline = settings.upstream_timeout_s
         self._client = httpx.AsyncClient(
             base_url=settings.upstream_url,
             transport=transport,
@@ -60,12 +62,15 @@ class Upstream:
         )
         started = time.perf_counter()
         try:
-            response = await self._client.post(
-                "/score", content=body, headers={"content-type": "application/json"}
-            )
+            # httpx times each phase (pool, connect, write, read) on its own; this bounds the whole call,
+            # which is what the client waits for and what a rate-limit slot's expiry assumes.
+            with anyio.fail_after(self._deadline):
+                response = await self._client.post(
+                    "/score", content=body, headers={"content-type": "application/json"}
+                )
         except httpx.PoolTimeout:
             raise _unavailable("the model server is at capacity; retry shortly", retry_after=1) from None
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
             raise ApiError(ErrorKind.UPSTREAM_TIMEOUT, "the model server did not answer in time") from None
         except httpx.TransportError:
             raise _unavailable("the model server is unavailable; retry shortly", retry_after=5) from None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,3 +131,37 @@ def client(gateway: Gateway, api_keys: Keys) -> Iterator[cohere.Client]:
     """The real Cohere v1 SDK on the session gateway, no retries (tests see every status)."""
     with cohere.Client(api_key=api_keys["shop-a"], base_url=gateway.url, max_retries=0) as client:
         yield client
+
+
+@dataclass
+class Redis:
+    service: Service
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.service.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ping = subprocess.run(
+                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True, check=False
+            )
+            if ping.stdout.strip() == "PONG":
+                return
+            time.sleep(0.1)
+        raise TimeoutError("redis did not start")
+
+
+@pytest.fixture(scope="session")
+def redis_server(artifacts: Path) -> Iterator[Redis]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: scripts/test.sh installs it (scripts/system-deps.sh)")
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    redis = Redis(Service("redis", command, {}, artifacts / "redis.log"), port)
+    redis.start()
+    yield redis
+    redis.service.stop()

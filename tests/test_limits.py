@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cohere
@@ -18,7 +16,7 @@ import httpx
 import pytest
 
 from gateway import keys as keylib
-from tests.conftest import Keys, Vllm, gateway_env
+from tests.conftest import Keys, Redis, Vllm, gateway_env
 from tests.fake_vllm import FakeVllm, fake_vllm
 from tests.procs import Service, free_port, gateway_service, wait_http
 
@@ -31,40 +29,6 @@ KEY_LIMITS = {
     "conc2": "concurrency=2",
     "failmode": "rpm=1000",
 }
-
-
-@dataclass
-class Redis:
-    service: Service
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.service.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            ping = subprocess.run(
-                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True, check=False
-            )
-            if ping.stdout.strip() == "PONG":
-                return
-            time.sleep(0.1)
-        raise TimeoutError("redis did not start")
-
-
-@pytest.fixture(scope="module")
-def redis_server(artifacts: Path) -> Iterator[Redis]:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: scripts/test.sh installs it (scripts/system-deps.sh)")
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    redis = Redis(Service("redis", command, {}, artifacts / "redis.log"), port)
-    redis.start()
-    yield redis
-    redis.service.stop()
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +58,7 @@ def replicas(
     vllm: Vllm, redis_server: Redis, model_dir: Path, limit_keys: Keys, artifacts: Path
 ) -> Iterator[dict[str, tuple[Service, str]]]:
     """Two fail-open replicas and one fail-closed gateway, all on one Redis and the real vLLM."""
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True, capture_output=True)
     common = gateway_env(
         model_dir, limit_keys, vllm.url, RERANK_RATE_LIMIT_STORE="redis", RERANK_REDIS_URL=redis_server.url
     )

@@ -8,17 +8,16 @@ Results and the ratio between the stores, from one run, are in docs/benchmarks.m
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Callable, Iterator
 
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from gateway.limits import KeyLimits, Limiter, LimitStore, MemoryStore, RedisStore
-from tests.test_limits import Redis, redis_server  # noqa: F401  # the module-scoped real Redis fixture
+from gateway.limits import MAX_PER_MINUTE, KeyLimits, Limiter, LimitStore, MemoryStore, RedisStore
+from tests.conftest import Redis
 
 # Limits high enough that every call is admitted: we measure the decision, not refusals.
-LIMITS = KeyLimits(rpm=10**9, units_per_minute=10**9, concurrency=10**6)
+LIMITS = KeyLimits(rpm=MAX_PER_MINUTE, units_per_minute=MAX_PER_MINUTE, concurrency=10**6)
 
 
 @pytest.fixture
@@ -30,14 +29,12 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 def admit_and_release(loop: asyncio.AbstractEventLoop, store: LimitStore) -> Callable[[], None]:
     limiter = Limiter(store, fail_open=False)
-    ids = (str(i) for i in itertools.count())
 
     def once() -> None:
         async def run() -> None:
-            request_id = next(ids)
-            admission = await limiter.admit("bench", LIMITS, 1, request_id)
-            assert admission.holds_slot
-            await limiter.release("bench", request_id)
+            admission = await limiter.admit("bench", LIMITS, 1)
+            assert admission.token is not None
+            await limiter.release(admission)
 
         loop.run_until_complete(run())
 
@@ -52,7 +49,7 @@ def test_limiter_in_process(benchmark: BenchmarkFixture, loop: asyncio.AbstractE
 def test_limiter_redis(
     benchmark: BenchmarkFixture,
     loop: asyncio.AbstractEventLoop,
-    redis_server: Redis,  # noqa: F811  # pytest fixture injection
+    redis_server: Redis,
 ) -> None:
     benchmark.group = "limiter"
     store = RedisStore(redis_server.url, timeout_s=1.0, in_flight_ttl_s=60)

@@ -90,7 +90,7 @@ def budget(model_dir: Path) -> PromptBudget:
 
 texts = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"])
-    | st.sampled_from(["耳", " ", "\n", "é"]),
+    | st.sampled_from(["耳", " ", "\n", "é", "\U0001d160", "\U00013000"]),
     max_size=400,
 )
 
@@ -104,6 +104,7 @@ def test_split_pieces_are_consecutive_bounded_prefixes(
     up to edge re-merging, and there are never more than asked for."""
     pieces = budget.split([text], chunk_tokens=chunk_tokens, max_chunks=max_chunks)[0]
     assert 1 <= len(pieces) <= max_chunks
+    assert all(pieces) or pieces == [""], "no empty piece is ever sent to the model"
     joined = "".join(pieces)
     assert text.startswith(joined)
     total = budget.count(text)
@@ -148,3 +149,65 @@ def test_bad_configuration_stops_the_server_with_one_clear_line(
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert "not-a-key-line" not in done.stderr, "a bad line may hold a key: never echoed"
+
+
+def test_texts_that_grow_under_nfc_are_still_cut_to_the_budget(budget: PromptBudget) -> None:
+    """U+1D160 is 4 UTF-8 bytes but 6 tokens after NFC: the no-tokenizing shortcut must not trust bytes."""
+    text = "\U0001d160" * 1000
+    assert len(text.encode()) == 4000
+    (piece,) = budget.split([text], chunk_tokens=4096, max_chunks=1)[0]
+    assert budget.count(piece) <= 4096 + 4
+
+
+def test_logs_print_plain_tracebacks_without_locals(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging  # noqa: PLC0415
+
+    import structlog  # noqa: PLC0415
+
+    from gateway.requestlog import configure_logging  # noqa: PLC0415
+
+    try:
+        for json in (False, True):
+            configure_logging(level="info", json=json)
+            secret = "Bearer rk_must_not_be_logged"  # a local variable a rich traceback would show
+            try:
+                raise RuntimeError("boom")
+            except RuntimeError:
+                logging.getLogger("granian").exception("worker failed")
+                structlog.get_logger("gateway").exception("unhandled_error")
+            out = capsys.readouterr().out
+            assert secret not in out
+            assert "RuntimeError: boom" in out
+            assert "traceback object at" not in out
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+
+
+def test_a_client_hanging_up_mid_upload_is_a_499_not_a_500(model_dir: Path) -> None:
+    """Litestar reports the disconnect as a server error; we log it as the client's doing."""
+    import asyncio  # noqa: PLC0415
+
+    from gateway.app import create_app  # noqa: PLC0415
+
+    raw, line = keys.generate("k")
+    app = create_app(Settings(model_dir=model_dir, api_keys=line, upstream_url="http://127.0.0.1:9"))  # type: ignore[arg-type]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/rerank", "raw_path": b"/v1/rerank", "query_string": b"", "root_path": "",
+        "headers": [(b"authorization", f"Bearer {raw}".encode()), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "state": {},
+    }  # fmt: skip
+    events = iter(
+        [{"type": "http.request", "body": b'{"query": "q", ', "more_body": True}, {"type": "http.disconnect"}]
+    )
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> object:
+        return next(events)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 499
