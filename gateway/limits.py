@@ -244,10 +244,12 @@ class Limiter:
             self._count("unlimited")
             return Admission(key_id, None)
         if limits.units_per_minute is not None and units > limits.units_per_minute:
-            raise invalid(
+            error = invalid(
                 f"this request needs {units} search units but key '{key_id}' may use "
                 f"{limits.units_per_minute} per minute; send fewer or shorter documents"
             )
+            error.headers.update(_headers(limits, {}))  # the policy that makes it impossible
+            raise error
         token = uuid.uuid4().hex
         try:
             decision = await self._store.admit(key_id, limits, units, token)

@@ -148,6 +148,7 @@ def test_headers_on_success_and_units_counting(
     too_big = post(url, units, [f"p{i}" for i in range(600)])
     assert too_big.status_code == 400, "a request that can never fit is not a rate-limit matter"
     assert "needs 6 search units" in too_big.json()["message"]
+    assert too_big.headers["ratelimit-policy"] == '"units";q=5;w=60;qu="search-units"'
 
 
 def test_cohere_sdk_raises_too_many_requests(
