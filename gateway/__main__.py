@@ -1,4 +1,4 @@
-"""``python -m gateway`` (console script ``rerank-gateway``): serve, or make an API key."""
+"""``python -m gateway`` (console script ``rerank-gateway``): serve, check the configuration, make a key."""
 
 from __future__ import annotations
 
@@ -7,28 +7,38 @@ import sys
 
 from pydantic import ValidationError
 
+from gateway.settings import Settings
+
+
+def _configuration() -> Settings | None:
+    """Settings and keys from the environment, or None after printing one clear line per problem."""
+    from gateway.app import load_keyring  # noqa: PLC0415  # pulls in the app only when needed
+
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # model_dir and keys come from RERANK_* variables
+    except ValidationError as exc:
+        for error in exc.errors():
+            # Name the environment variable the operator has to fix, e.g. RERANK_MODEL_DIR.
+            where = "RERANK_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
+            print(f"gateway: invalid configuration: {where}: {error['msg']}", file=sys.stderr)
+        return None
+    try:  # here, in one line, rather than in every worker with a traceback
+        load_keyring(settings)
+    except ValueError as exc:
+        print(f"gateway: invalid configuration: {exc}", file=sys.stderr)
+        return None
+    return settings
+
 
 def _serve() -> int:
     from granian import Granian  # noqa: PLC0415  # only the serve command needs the server
     from granian.constants import Interfaces  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
 
-    from gateway.app import load_keyring  # noqa: PLC0415
     from gateway.requestlog import server_log_config  # noqa: PLC0415
-    from gateway.settings import Settings  # noqa: PLC0415
 
-    try:
-        settings = Settings()  # type: ignore[call-arg]  # validated here so a bad config fails before forking
-    except ValidationError as exc:
-        for error in exc.errors():
-            # Name the environment variable the operator has to fix, e.g. RERANK_MODEL_DIR.
-            where = "RERANK_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
-            print(f"gateway: invalid configuration: {where}: {error['msg']}", file=sys.stderr)
-        return 2
-    try:  # fail here, in one line, rather than in every worker with a traceback
-        load_keyring(settings)
-    except ValueError as exc:
-        print(f"gateway: invalid configuration: {exc}", file=sys.stderr)
+    settings = _configuration()
+    if settings is None:
         return 2
     Granian(
         "gateway.asgi:app_from_env",
@@ -40,7 +50,8 @@ def _serve() -> int:
         log_access=False,  # the gateway writes its own canonical line per request
         log_level=LogLevels(settings.log_level),
         log_dictconfig=server_log_config(level=settings.log_level, json=settings.log_format == "json"),
-        workers_kill_timeout=30,
+        # On SIGTERM granian stops accepting and lets in-flight requests finish, for at most this long.
+        workers_kill_timeout=settings.drain_timeout_s,
     ).serve()
     return 0
 
@@ -63,11 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve the API (default); configured by RERANK_* variables")
+    sub.add_parser("check", help="validate the RERANK_* configuration and keys, then exit (0 or 2)")
     keygen = sub.add_parser("keygen", help="make a new API key and print its keys-file line")
     keygen.add_argument("key_id", help="non-secret id that logs and limits use, e.g. shop-42")
     ns = parser.parse_args(argv)
     if ns.command == "keygen":
         return _keygen(ns.key_id)
+    if ns.command == "check":
+        return 0 if _configuration() is not None else 2
     return _serve()
 
 

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = Field(default=2.0, gt=0)
     upstream_max_connections: int = Field(default=64, ge=1)
     ready_timeout_s: float = Field(default=2.0, gt=0)
+    drain_timeout_s: int = Field(default=20, ge=1, description="on SIGTERM, in-flight requests get this long")
 
     # Logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"

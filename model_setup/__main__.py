@@ -1,4 +1,4 @@
-"""``python -m model_setup``: write the tiny test model, or start vLLM with the serving arguments."""
+"""``python -m model_setup``: fetch and verify a model snapshot, write the tiny test model, or start vLLM."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from model_setup import fetch
 from model_setup.serving import VllmOptions, exec_vllm
 
 
@@ -15,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="model_setup", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    fetch.add_commands(sub)
     tiny = sub.add_parser("tiny", help="write the tiny random-weight Qwen3 test model (ranks randomly)")
     tiny.add_argument("dest", type=Path)
 
@@ -26,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--model-dir", type=Path, default=None)
 
     ns = parser.parse_args(argv)
+    if ns.command in ("fetch", "verify"):
+        return fetch.run(ns)
     if ns.command == "tiny":
         from model_setup.tiny import write_tiny_model  # noqa: PLC0415  # pulls in torch
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from model_setup.fetch import MANIFEST_NAME, write_manifest
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
 
 
@@ -27,6 +29,8 @@ def write_tiny_model(dest: Path, *, seed: int = 0) -> Path:
 
     dest = dest.resolve()
     if (dest / "config.json").is_file():
+        if not (dest / MANIFEST_NAME).is_file():  # written before tiny models carried a manifest
+            _write_manifest(dest, seed)
         return dest
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -51,5 +55,17 @@ def write_tiny_model(dest: Path, *, seed: int = 0) -> Path:
     source = tokenizer_source()
     for name in TOKENIZER_FILES:
         shutil.copyfile(source / name, tmp / name)
+    _write_manifest(tmp, seed)
     tmp.rename(dest)
     return dest
+
+
+def _write_manifest(directory: Path, seed: int) -> None:
+    """The same manifest `model_setup fetch` writes, so `model_setup verify` and the entrypoint accept it."""
+    write_manifest(
+        directory,
+        repo="tiny",
+        url="model_setup tiny",
+        revision=f"random-seed-{seed}",
+        tool="model_setup tiny",
+    )

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Set up and serve: vLLM plus the gateway on http://localhost:${RERANK_PORT:-8000}.
+#   scripts/run.sh                  Qwen/Qwen3-Reranker-4B on a GPU host, Qwen/Qwen3-Reranker-0.6B on CPU,
+#                                   fetched once with git-lfs at a pinned revision into var/models/
+#   scripts/run.sh Qwen/Qwen3-Reranker-0.6B   a hub repository (MODEL_REVISION=<sha> for unpinned ones)
+#   scripts/run.sh /path/to/model   a snapshot directory written by `python -m model_setup fetch`
 #   scripts/run.sh tiny             the tiny random-weight test model (ranks randomly; for trying the API)
-#   scripts/run.sh /path/to/model   a local Qwen3-Reranker snapshot directory
 # Uses the GPU when nvidia-smi sees one, else vLLM on CPU.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${RERANK_VENV:-$ROOT/.venv}"
-MODEL="${1:-tiny}"
 cd "$ROOT"
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
@@ -17,14 +19,26 @@ else
 fi
 scripts/setup.sh "$flavour"
 
+if [ "$flavour" = gpu ]; then default_model=Qwen/Qwen3-Reranker-4B; else default_model=Qwen/Qwen3-Reranker-0.6B; fi
+MODEL="${1:-$default_model}"
 case "$MODEL" in
   tiny)
     export RERANK_MODEL_DIR="$("$VENV/bin/python" -m model_setup tiny var/models/tiny)"
     echo "run: serving the tiny test model: random weights, so rankings are random" >&2
     ;;
   *)
-    [ -d "$MODEL" ] || { echo "run: '$MODEL' is not a directory (give a local snapshot or 'tiny')" >&2; exit 2; }
-    export RERANK_MODEL_DIR="$(cd "$MODEL" && pwd)"
+    if [ -d "$MODEL" ]; then
+      export RERANK_MODEL_DIR="$(cd "$MODEL" && pwd)"
+    elif [[ "$MODEL" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
+      name="$(basename "$MODEL" | tr '[:upper:]' '[:lower:]')"
+      # Same code as the image build: pinned revision, LFS checks, verified manifest. A second run re-verifies.
+      export RERANK_MODEL_DIR="$("$VENV/bin/python" -m model_setup fetch --repo "$MODEL" \
+        ${MODEL_REVISION:+--revision "$MODEL_REVISION"} "var/models/$name")"
+      export RERANK_SERVED_MODEL_NAME="${RERANK_SERVED_MODEL_NAME:-$name}"
+    else
+      echo "run: '$MODEL' is neither 'tiny', a hub repository (owner/name) nor a directory" >&2
+      exit 2
+    fi
     ;;
 esac
 

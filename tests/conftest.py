@@ -66,13 +66,13 @@ def model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def api_keys(artifacts: Path) -> Keys:
+def api_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     raw: dict[str, str] = {}
     lines = ["# test keys"]
     for key_id in ("shop-a", "shop-b"):
         raw[key_id], line = keylib.generate(key_id)
         lines.append(line)
-    file = artifacts / "keys"
+    file = tmp_path_factory.mktemp("keys") / "keys"  # per session: a concurrent run cannot overwrite it
     file.write_text("\n".join(lines) + "\n")
     return Keys(raw, file)
 

@@ -1,0 +1,131 @@
+"""Run entrypoint.sh as a container would (own session, optionally another UID); watch its process tree."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tests.procs import ROOT
+
+ENTRYPOINT = ROOT / "entrypoint.sh"
+
+
+def children_of(pid: int) -> dict[int, int]:
+    """All live descendants of ``pid`` as {pid: parent pid}, from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: dict[int, int] = {}
+    frontier = [pid]
+    while frontier:
+        current = frontier.pop()
+        for child, parent in parents.items():
+            if parent == current and child not in found:
+                found[child] = parent
+                frontier.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def uid_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:")))
+
+
+class EntrypointRun:
+    """One run of entrypoint.sh; ``close()`` leaves no process of it behind, whatever happened."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, *, prefix: Sequence[str] = ()) -> None:
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("wb") as log:  # a fresh log per run: tests look for lines in it
+            self.proc = subprocess.Popen(
+                [*prefix, "/bin/sh", str(ENTRYPOINT)],
+                env=dict(env),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._seen: set[int] = set()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def descendants(self) -> dict[int, int]:
+        found = children_of(self.proc.pid)
+        self._seen |= set(found)
+        return found
+
+    def child_pid(self, name: str) -> int:
+        """The pid the entrypoint logged for its child ``name`` (vllm or gateway)."""
+        for line in self.log_text().splitlines():
+            if line.startswith("{") and f'"event":"{name}_started"' in line:
+                return int(json.loads(line)["message"].removeprefix("pid "))
+        raise LookupError(f"the entrypoint logged no {name}_started")
+
+    def signal(self, signum: int) -> None:
+        self.descendants()  # remember the tree: close() checks it is gone
+        os.kill(self.proc.pid, signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def leftovers(self, grace: float = 5.0) -> list[str]:
+        """Processes of this run still alive after ``grace`` seconds (a SIGKILLed process takes a moment
+        to release gigabytes of memory); the entrypoint must take its children down with it."""
+        deadline = time.monotonic() + grace
+        while True:
+            alive = [pid for pid in sorted(self._seen) if _running(pid)]
+            if not alive or time.monotonic() > deadline:
+                return [f"{pid}: {cmdline(pid)[:120]}" for pid in alive]
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.descendants()
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for pid in [pid for pid in self._seen if _running(pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_for_line(run: EntrypointRun, needle: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in run.log_text():
+            return
+        if run.proc.poll() is not None:
+            raise RuntimeError(f"entrypoint exited {run.proc.returncode} before logging {needle!r}")
+        time.sleep(0.1)
+    raise TimeoutError(f"no {needle!r} in the entrypoint log within {timeout:.0f}s")

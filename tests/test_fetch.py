@@ -1,0 +1,399 @@
+"""`model_setup fetch` and `verify` against real git repositories with real LFS objects over ``file://``.
+
+Every failure ends with one ``model_setup fetch: error: ...`` line, a non-zero exit, and nothing left behind:
+no destination directory and no partial clone beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model_setup import fetch as fetchlib
+from model_setup.serving import HF_OVERRIDES
+from tests.lfs_repo import (
+    QWEN3_CONFIG,
+    TOKENIZER,
+    ModelRepo,
+    git,
+    make_model_repo,
+    pointer_text,
+    safetensors_bytes,
+    standard_files,
+)
+from tests.procs import ROOT
+
+FETCH_PY = ROOT / "model_setup" / "fetch.py"
+SERVED_FILES = {
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "README.md",
+    "model.safetensors.index.json",
+    "model-00001-of-00002.safetensors",
+    "model-00002-of-00002.safetensors",
+}
+
+
+def model_setup(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "model_setup", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def fetch(
+    repo: ModelRepo, dest: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return model_setup("fetch", "--repo", repo.url, "--revision", repo.revision, *extra, str(dest), env=env)
+
+
+def assert_failed(result: subprocess.CompletedProcess[str], dest: Path, message: str) -> None:
+    """Non-zero, exactly one error line (the last), containing ``message``, and no debris."""
+    assert result.returncode != 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if ": error: " in line]
+    assert errors == [lines[-1]], result.stderr
+    assert lines[-1].startswith(("model_setup fetch: error: ", "model_setup verify: error: ")), lines[-1]
+    assert message in lines[-1]
+    assert result.stdout == ""
+    assert not dest.exists()
+    assert [p.name for p in dest.parent.iterdir() if p.name.startswith(f".{dest.name}.")] == []
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> ModelRepo:
+    return make_model_repo(tmp_path / "remote" / "Qwen3-Reranker-test", standard_files())
+
+
+def test_classifier_tokens_match_the_serving_overrides() -> None:
+    """fetch.py repeats the tokens (it must stay standalone); it must check the ones vLLM will look up."""
+    assert list(fetchlib.CLASSIFIER_TOKENS) == HF_OVERRIDES["classifier_from_token"]
+
+
+def test_happy_path_pulls_only_what_serving_reads(repo: ModelRepo, tmp_path: Path) -> None:
+    dest = tmp_path / "models" / "reranker"
+    result = fetch(repo, dest)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(dest)
+    assert {p.name for p in dest.iterdir()} == {*SERVED_FILES, fetchlib.MANIFEST_NAME}  # no .git, no onnx/
+    for name in SERVED_FILES:
+        assert (dest / name).read_bytes() == (repo.path / name).read_bytes(), name
+    manifest = json.loads((dest / fetchlib.MANIFEST_NAME).read_text())
+    assert manifest["revision"] == repo.revision
+    assert manifest["url"] == repo.url
+    assert set(manifest["files"]) == SERVED_FILES
+    assert [p.name for p in dest.parent.iterdir()] == ["reranker"]  # the clone is gone
+
+    verified = model_setup("verify", "--full", str(dest))
+    assert verified.returncode == 0, verified.stderr
+    assert repo.revision in verified.stdout
+
+    again = fetch(repo, dest)  # same source and revision: a no-op that re-verifies
+    assert again.returncode == 0, again.stderr
+    assert "already holds" in again.stderr
+
+
+def test_single_file_weights_through_a_shared_lfs_cache(tmp_path: Path) -> None:
+    """--lfs-storage (a build cache mount) serves a second fetch even after the server lost the objects."""
+    repo = make_model_repo(tmp_path / "remote", standard_files(sharded=False))
+    cache = tmp_path / "lfs-cache"
+    first = fetch(repo, tmp_path / "a", "--lfs-storage", str(cache))
+    assert first.returncode == 0, first.stderr
+    shutil.rmtree(repo.path / ".git" / "lfs" / "objects")
+    second = fetch(repo, tmp_path / "b", "--lfs-storage", str(cache))
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == (
+        repo.path / "model.safetensors"
+    ).read_bytes()
+
+
+def test_the_file_runs_standalone_on_the_standard_library(repo: ModelRepo, tmp_path: Path) -> None:
+    """The image's model stage runs fetch.py alone (no project, no site-packages), so it caches apart."""
+    dest = tmp_path / "model"
+    command = [sys.executable, "-I", "-S", str(FETCH_PY), "fetch", "--repo", repo.url]
+    result = subprocess.run(
+        [*command, "--revision", repo.revision, str(dest)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert (dest / fetchlib.MANIFEST_NAME).is_file()
+
+
+def test_wrong_revision(repo: ModelRepo, tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    result = model_setup("fetch", "--repo", repo.url, "--revision", "0123456789" * 4, str(dest))
+    assert_failed(result, dest, f"revision {'0123456789' * 4} is not a commit in {repo.url}")
+
+
+@pytest.mark.parametrize("revision", ["main", "22e6836", "v1.0"])
+def test_revision_must_be_a_full_commit_sha(revision: str, repo: ModelRepo, tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    result = model_setup("fetch", "--repo", repo.url, "--revision", revision, str(dest))
+    assert_failed(result, dest, "--revision must be a full 40-character commit SHA")
+
+
+def test_unknown_hub_repo_demands_a_revision(tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    result = model_setup("fetch", "--repo", "someone/some-reranker", str(dest))
+    assert_failed(result, dest, "no pinned revision for someone/some-reranker: pass --revision")
+
+
+def test_known_hub_repos_default_to_their_pins() -> None:
+    source = fetchlib.resolve_source(fetchlib.DEFAULT_REPO, None)
+    assert source.url == "https://huggingface.co/Qwen/Qwen3-Reranker-4B"
+    assert source.revision == "22e683669bc0f0bd69640a1354a6d0aebcfeede5"
+    cpu = fetchlib.resolve_source(fetchlib.CPU_DEFAULT_REPO, None, hub="https://mirror.example/")
+    assert cpu.url == "https://mirror.example/Qwen/Qwen3-Reranker-0.6B"
+    assert cpu.revision == "e61197ed45024b0ed8a2d74b80b4d909f1255473"
+
+
+def test_missing_lfs_object(repo: ModelRepo, tmp_path: Path) -> None:
+    repo.lfs_object("model-00002-of-00002.safetensors").unlink()
+    dest = tmp_path / "model"
+    assert_failed(fetch(repo, dest), dest, "git lfs pull failed: ")
+
+
+def test_corrupted_object_on_the_server(repo: ModelRepo, tmp_path: Path) -> None:
+    """git-lfs hashes what it downloads: a damaged object never reaches the working tree."""
+    corrupt(repo.lfs_object("model-00001-of-00002.safetensors"))
+    dest = tmp_path / "model"
+    result = fetch(repo, dest)
+    assert_failed(result, dest, "git lfs pull failed: ")
+    assert "hash" in result.stderr.splitlines()[-1]
+
+
+def test_corrupted_object_in_the_lfs_cache_is_caught_by_fsck(repo: ModelRepo, tmp_path: Path) -> None:
+    """A damaged object already in the cache is not downloaded again, so only `git lfs fsck` sees it; fsck
+    also moves it aside, so the next build downloads a good copy."""
+    cache = tmp_path / "lfs-cache"
+    name = "model-00002-of-00002.safetensors"
+    cached = cache / repo.lfs_object(name).relative_to(repo.path / ".git" / "lfs")
+    cached.parent.mkdir(parents=True)
+    shutil.copyfile(repo.lfs_object(name), cached)
+    corrupt(cached)
+    dest = tmp_path / "model"
+    result = fetch(repo, dest, "--lfs-storage", str(cache))
+    assert_failed(result, dest, "git lfs fsck found a corrupt or missing object: ")
+    assert name in result.stderr.splitlines()[-1]
+
+    retry = fetch(repo, dest, "--lfs-storage", str(cache))
+    assert retry.returncode == 0, retry.stderr
+
+
+def test_pointer_left_behind(tmp_path: Path) -> None:
+    """A pointer git-lfs does not recognise (here a mangled oid, committed as a plain file) is never pulled:
+    the snapshot would hold 130 bytes of text where vLLM expects weights. fetch refuses it by name."""
+    files = standard_files()
+    name = "model-00002-of-00002.safetensors"
+    files[name] = pointer_text(files[name]).replace(b"sha256:", b"sha256:zz")
+    repo = make_model_repo(tmp_path / "remote", files, lfs_patterns=("model-00001-*", "tokenizer.json"))
+    dest = tmp_path / "model"
+    assert_failed(fetch(repo, dest), dest, f"{name} is still a Git LFS pointer after `git lfs pull`")
+
+
+def test_not_a_qwen3_reranker_is_refused_before_downloading_weights(tmp_path: Path) -> None:
+    files = standard_files()
+    files["config.json"] = json.dumps(
+        {"architectures": ["BertForSequenceClassification"], "model_type": "bert"}
+    ).encode()
+    repo = make_model_repo(tmp_path / "remote", files)
+    for shard in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        repo.lfs_object(shard).unlink()  # a weight download would fail: the config check must come first
+    dest = tmp_path / "model"
+    assert_failed(fetch(repo, dest), dest, "config.json describes model_type 'bert'")
+
+
+def test_converted_sequence_classifier_is_refused(tmp_path: Path) -> None:
+    """The serving overrides convert the original causal LM; an already-converted checkpoint is refused."""
+    files = standard_files()
+    files["config.json"] = json.dumps(
+        {**QWEN3_CONFIG, "architectures": ["Qwen3ForSequenceClassification"]}
+    ).encode()
+    dest = tmp_path / "model"
+    result = fetch(make_model_repo(tmp_path / "remote", files), dest)
+    assert_failed(result, dest, "serving needs a Qwen3-Reranker checkpoint")
+
+
+def test_tokenizer_without_the_classifier_tokens(tmp_path: Path) -> None:
+    files = standard_files()
+    tokenizer = json.loads(json.dumps(TOKENIZER))
+    del tokenizer["model"]["vocab"]["yes"]
+    files["tokenizer.json"] = json.dumps(tokenizer).encode()
+    dest = tmp_path / "model"
+    assert_failed(
+        fetch(make_model_repo(tmp_path / "remote", files), dest), dest, "tokenizer.json has no token 'yes'"
+    )
+
+
+def test_repository_without_weights(tmp_path: Path) -> None:
+    files = {k: v for k, v in standard_files().items() if "safetensors" not in k}
+    dest = tmp_path / "model"
+    assert_failed(
+        fetch(make_model_repo(tmp_path / "remote", files), dest), dest, "has no safetensors weights"
+    )
+
+
+def test_unreachable_repository(tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    result = model_setup(
+        "fetch", "--repo", (tmp_path / "nowhere").as_uri(), "--revision", "a" * 40, str(dest)
+    )
+    assert_failed(result, dest, "cannot clone file://")
+
+
+def test_existing_destination_with_other_content_is_refused(repo: ModelRepo, tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    dest.mkdir()
+    (dest / "keep-me").write_text("operator's file")
+    result = fetch(repo, dest)
+    assert result.returncode == 1
+    assert "already exists and holds something else" in result.stderr.splitlines()[-1]
+    assert (dest / "keep-me").read_text() == "operator's file"
+
+
+def test_credentials_in_the_url_are_refused(tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    result = model_setup(
+        "fetch", "--repo", "https://user:hf_secret@huggingface.co/x/y", "--revision", "a" * 40, str(dest)
+    )
+    assert_failed(result, dest, "the repository URL carries credentials")
+    assert "hf_secret" not in result.stderr
+
+
+def test_token_reaches_git_only_through_the_environment(repo: ModelRepo, tmp_path: Path) -> None:
+    """HF_TOKEN is in no git command line, log line or manifest, yet git's credential machinery (which
+    git-lfs also uses) hands it out."""
+    token = "hf_Sup3rSecretTokenValue"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    argv_log = tmp_path / "git-argv.log"
+    real_git = shutil.which("git")
+    assert real_git is not None
+    wrapper = bin_dir / "git"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {argv_log}\nexec {real_git} "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    env = {"HF_TOKEN": token, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    dest = tmp_path / "model"
+    result = fetch(repo, dest, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "clone" in argv_log.read_text()
+    assert token not in argv_log.read_text()
+    assert token not in result.stderr + result.stdout
+    assert token not in (dest / fetchlib.MANIFEST_NAME).read_text()
+
+    filled = subprocess.run(
+        ["git", "credential", "fill"],
+        input="protocol=https\nhost=huggingface.co\n\n",
+        env=fetchlib.git_env({**os.environ, "HOME": str(tmp_path)}, token),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"password={token}" in filled.stdout.splitlines()
+
+
+def test_token_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("hf_fromfile\n")
+    assert fetchlib.read_token(token_file, {"HF_TOKEN": "hf_fromenv"}) == "hf_fromfile"
+    assert fetchlib.read_token(None, {"HF_TOKEN": "hf_fromenv"}) == "hf_fromenv"
+    assert fetchlib.read_token(None, {}) is None
+    token_file.write_text("\n")
+    with pytest.raises(fetchlib.FetchError, match="is empty"):
+        fetchlib.read_token(token_file, {})
+
+
+# --- verify: the entrypoint's start-up check -------------------------------------------------------------
+
+
+@pytest.fixture
+def fetched(repo: ModelRepo, tmp_path: Path) -> Path:
+    dest = tmp_path / "fetched"
+    result = fetch(repo, dest)
+    assert result.returncode == 0, result.stderr
+    return dest
+
+
+def test_verify_accepts_the_tiny_test_model(model_dir: Path) -> None:
+    result = model_setup("verify", str(model_dir))
+    assert result.returncode == 0, result.stderr
+
+
+def test_verify_reads_rerank_model_dir(fetched: Path) -> None:
+    result = model_setup("verify", env={"RERANK_MODEL_DIR": str(fetched)})
+    assert result.returncode == 0, result.stderr
+
+
+def verify_error(directory: Path, *extra: str) -> str:
+    result = model_setup("verify", *extra, str(directory))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("model_setup verify: error: ")
+    return lines[0]
+
+
+def test_verify_failures(fetched: Path, tmp_path: Path) -> None:
+    assert "does not exist" in verify_error(tmp_path / "absent")
+
+    shard = fetched / "model-00002-of-00002.safetensors"
+    original = shard.read_bytes()
+    shard.write_bytes(original[:-4])
+    assert "bytes but the manifest says" in verify_error(fetched)
+
+    shard.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # same size, one bit flipped
+    assert model_setup("verify", str(fetched)).returncode == 0  # the quick check does not hash
+    assert "does not match its sha256" in verify_error(fetched, "--full")
+
+    shard.write_bytes(original)
+    (fetched / fetchlib.MANIFEST_NAME).unlink()
+    assert "has no .rerank-model.json" in verify_error(fetched)
+
+
+def test_verify_catches_a_pointer_and_a_truncated_safetensors_even_with_a_matching_manifest(
+    fetched: Path,
+) -> None:
+    """Someone rewrote the manifest over a bad directory: the content checks still refuse it."""
+    shard = fetched / "model-00001-of-00002.safetensors"
+    original = shard.read_bytes()
+    shard.write_bytes(pointer_text(original))
+    rewrite_manifest(fetched)
+    assert "is a Git LFS pointer" in verify_error(fetched)
+
+    shard.write_bytes(safetensors_bytes({"a": 300, "b": 5})[:-8])
+    rewrite_manifest(fetched)
+    assert "truncated or damaged" in verify_error(fetched)
+
+
+def rewrite_manifest(directory: Path) -> None:
+    manifest = json.loads((directory / fetchlib.MANIFEST_NAME).read_text())
+    fetchlib.write_manifest(directory, repo=manifest["repo"], url=manifest["url"], revision="x", tool="test")
+
+
+def corrupt(path: Path) -> None:
+    """Flip bytes in the middle, keeping the size (what a bad disk or an interrupted copy leaves)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4] = bytes(b ^ 0xFF for b in data[middle : middle + 4])
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+
+
+def test_git_helper_is_real(repo: ModelRepo) -> None:
+    """Guard: the fixture repository really stores its weights in LFS (a pointer in git, the object aside)."""
+    blob = git("show", f"{repo.revision}:model-00001-of-00002.safetensors", cwd=repo.path)
+    assert blob.startswith("version https://git-lfs.github.com/spec/v1")
+    assert repo.lfs_object("model-00001-of-00002.safetensors").is_file()
