@@ -107,7 +107,7 @@ def error_event(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
         ({"RERANK_DEVICE": "tpu"}, "RERANK_DEVICE must be cuda or cpu, not 'tpu'"),
         ({"RERANK_VLLM_START_TIMEOUT_S": "soon"}, "RERANK_VLLM_START_TIMEOUT_S must be a whole number"),
         ({"RERANK_PYTHON": "/nonexistent/python"}, "RERANK_PYTHON=/nonexistent/python does not run"),
-        ({"RERANK_MAX_DOCUMENTS": "0"}, "gateway: invalid configuration: max_documents"),
+        ({"RERANK_MAX_DOCUMENTS": "0"}, "gateway: invalid configuration: RERANK_MAX_DOCUMENTS"),
         ({"RERANK_MAX_MODEL_LEN": "lots"}, "vLLM settings: "),
     ],
 )
