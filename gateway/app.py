@@ -137,8 +137,7 @@ def load_keyring(settings: Settings) -> KeyRing:
 
 
 def _limit_store(settings: Settings) -> LimitStore:
-    if settings.rate_limit_store == "redis":
-        assert settings.redis_url is not None  # guaranteed by Settings validation
+    if settings.rate_limit_store == "redis" and settings.redis_url is not None:  # Settings ensures the URL
         return RedisStore(
             settings.redis_url.get_secret_value(),
             timeout_s=settings.redis_timeout_s,
