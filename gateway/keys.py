@@ -17,7 +17,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from gateway.limits import MAX_PER_MINUTE, KeyLimits
@@ -25,7 +25,7 @@ from gateway.limits import MAX_PER_MINUTE, KeyLimits
 KEY_PREFIX = "rk_"
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
-LIMIT_OPTIONS = ("rpm", "units_per_minute", "concurrency")
+LIMIT_OPTIONS = tuple(f.name for f in fields(KeyLimits))  # rpm, units_per_minute, concurrency
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +35,8 @@ class ApiKey:
     limits: dict[str, int | None] = field(default_factory=dict)  # only those the line sets
 
     def effective_limits(self, defaults: KeyLimits) -> KeyLimits:
-        def pick(name: str) -> int | None:
-            return self.limits[name] if name in self.limits else getattr(defaults, name)
-
-        return KeyLimits(
-            rpm=pick("rpm"), units_per_minute=pick("units_per_minute"), concurrency=pick("concurrency")
-        )
+        """The deployment defaults, overridden by whatever this key's line sets."""
+        return replace(defaults, **self.limits)
 
 
 def digest(raw_key: str) -> bytes:

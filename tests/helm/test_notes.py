@@ -99,19 +99,24 @@ def test_notes_say_how_to_reach_the_service_and_find_the_key(default_notes: str)
     assert "counted in this pod's memory" in default_notes
 
 
-def test_notes_curl_call_works_as_printed(default_notes: str, stand_in: tuple[str, Recorded]) -> None:
-    url, recorded = stand_in
-    curl = shutil.which("curl")
-    assert curl, "curl is needed to run the NOTES example (Debian package curl)"
-    command = _block(default_notes, "curl -sS").replace("http://localhost:8000", url)
-    result = subprocess.run(
-        ["bash", "-c", command],
+def _run_as_printed(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a NOTES example with the key in the environment variable the notes tell users to set."""
+    return subprocess.run(
+        argv,
         env={**os.environ, "RERANK_API_KEY": API_KEY},
         capture_output=True,
         text=True,
         timeout=CALL_TIMEOUT_S,
         check=False,
     )
+
+
+def test_notes_curl_call_works_as_printed(default_notes: str, stand_in: tuple[str, Recorded]) -> None:
+    url, recorded = stand_in
+    curl = shutil.which("curl")
+    assert curl, "curl is needed to run the NOTES example (Debian package curl)"
+    command = _block(default_notes, "curl -sS").replace("http://localhost:8000", url)
+    result = _run_as_printed(["bash", "-c", command])
     assert result.returncode == 0, result.stderr
     _assert_rerank_request(recorded)
 
@@ -119,14 +124,7 @@ def test_notes_curl_call_works_as_printed(default_notes: str, stand_in: tuple[st
 def test_notes_cohere_sdk_call_works_as_printed(default_notes: str, stand_in: tuple[str, Recorded]) -> None:
     url, recorded = stand_in
     snippet = _block(default_notes, "import os, cohere").replace("http://localhost:8000", url)
-    result = subprocess.run(
-        [sys.executable, "-c", snippet],
-        env={**os.environ, "RERANK_API_KEY": API_KEY},
-        capture_output=True,
-        text=True,
-        timeout=CALL_TIMEOUT_S,
-        check=False,
-    )
+    result = _run_as_printed([sys.executable, "-c", snippet])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[(0, 1.0), (1, 0.5)]"
     _assert_rerank_request(recorded)
