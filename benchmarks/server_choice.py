@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -24,30 +23,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import wrk  # noqa: E402
 from gateway.keys import generate  # noqa: E402
 from tests.procs import free_port, wait_http  # noqa: E402
-
-LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {key}"
-wrk.body = '{body}'
-"""
-
-
-def run_wrk(url: str, script: Path | None, seconds: int, connections: int) -> dict[str, float]:
-    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    if script is not None:
-        command += ["-s", str(script)]
-    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout  # noqa: S603
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-    def ms(label: str) -> float:
-        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": ms("50%"), "p99_ms": ms("99%"), "non_2xx": float(errors.group(1)) if errors else 0}
 
 
 def main() -> None:
@@ -60,9 +38,9 @@ def main() -> None:
     raw, line = generate("bench")
     tmp = Path(tempfile.mkdtemp())
     docs = [f"product {i}: running shoes, size {i % 12 + 36}, colour {i % 7}" for i in range(20)]
-    body = json.dumps({"query": "trail running shoes size 42", "documents": docs, "top_n": 5})
-    script = tmp / "rerank.lua"
-    script.write_text(LUA.format(key=raw, body=body))
+    request = {"query": "trail running shoes size 42", "documents": docs, "top_n": 5}
+    body = json.dumps(request)
+    script = wrk.script(tmp / "rerank.lua", request, key=raw)
 
     upstream_port = free_port()
     upstream = subprocess.Popen([sys.executable, "-m", "tests.fake_vllm", str(upstream_port)], cwd=ROOT)  # noqa: S603
@@ -94,10 +72,14 @@ def main() -> None:
                 check = httpx.post(f"{base}/v1/rerank", content=body, headers={
                     "Authorization": f"Bearer {raw}", "content-type": "application/json"})  # fmt: skip
                 assert check.status_code == 200, check.text
-                run_wrk(f"{base}/health", None, 2, ns.connections)  # warm-up
+                wrk.run(f"{base}/health", None, seconds=2, connections=ns.connections, threads=2)  # warm-up
                 results[name] = {
-                    "health": run_wrk(f"{base}/health", None, ns.seconds, ns.connections),
-                    "rerank": run_wrk(f"{base}/v1/rerank", script, ns.seconds, ns.connections),
+                    "health": wrk.run(
+                        f"{base}/health", None, seconds=ns.seconds, connections=ns.connections, threads=2
+                    ),
+                    "rerank": wrk.run(
+                        f"{base}/v1/rerank", script, seconds=ns.seconds, connections=ns.connections, threads=2
+                    ),
                 }
             finally:
                 proc.terminate()

@@ -5,9 +5,10 @@ brute-force the preimage, and the digest on disk is useless to a reader of the k
 
 File format, one key a line (``#`` starts a comment), limits optional::
 
-    <key-id> sha256:<64 hex digits> [rpm=N|none] [units_per_minute=N|none] [concurrency=N|none]
+    <key-id> sha256:<64 hex digits> [rpm=N|none] [units_per_minute=N|none] [concurrency=N|none] [cache=on|off]
 
 A limit left out takes the deployment default (RERANK_DEFAULT_*); ``none`` lifts it for that key.
+``cache=off`` keeps the key's requests out of the score cache (neither read nor written).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ApiKey:
     key_id: str
     digest: bytes
     limits: dict[str, int | None] = field(default_factory=dict)  # only those the line sets
+    cache: bool = True
 
     def effective_limits(self, defaults: KeyLimits) -> KeyLimits:
         """The deployment defaults, overridden by whatever this key's line sets."""
@@ -64,17 +66,21 @@ def parse(text: str, *, source: str) -> list[ApiKey]:
                 "(make one with `python -m gateway keygen <key-id>`)"
             )
         limits: dict[str, int | None] = {}
+        cache = True
         for option in fields[2:]:
             name, _, value = option.partition("=")
+            if name == "cache" and value in ("on", "off"):
+                cache = value == "on"
+                continue
             if name not in LIMIT_OPTIONS or not (
                 value == "none" or (value.isdigit() and 0 < int(value) <= MAX_PER_MINUTE)
             ):
                 raise ValueError(
                     f"{source} line {number}: limits are {', '.join(n + '=N|none' for n in LIMIT_OPTIONS)} "
-                    f"with N from 1 to {MAX_PER_MINUTE}"
+                    f"with N from 1 to {MAX_PER_MINUTE}, and cache=on|off"
                 )
             limits[name] = None if value == "none" else int(value)
-        keys.append(ApiKey(fields[0], bytes.fromhex(fields[1].removeprefix("sha256:")), limits))
+        keys.append(ApiKey(fields[0], bytes.fromhex(fields[1].removeprefix("sha256:")), limits, cache))
     return keys
 
 

@@ -8,12 +8,12 @@ Never logged: query text, document text, instructions, API keys or the Authoriza
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import structlog
 from litestar.enums import ScopeType
@@ -37,11 +37,16 @@ class RequestRecord:
     chunks: int | None = None
     search_units: int | None = None
     limit: str | None = None  # the rate-limit decision: admitted, limited:<kind>, fail_open, unlimited
+    # Pairs (chunks) by where their score came from: a cache tier, another request's call, our own vLLM call.
+    cache_hits: int | None = None
+    cache_shared: int | None = None
+    cache_misses: int | None = None
     error: str | None = None
     # Not logged: headers every response to this request carries (the rate-limit state).
     response_headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+_LOGGED = tuple(f.name for f in fields(RequestRecord) if f.name != "response_headers")
 _record: ContextVar[RequestRecord | None] = ContextVar("request_record", default=None)
 
 
@@ -57,7 +62,12 @@ def _request_id(scope: Scope) -> str:
             if _REQUEST_ID_RE.fullmatch(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """128 random bits as 32 hex digits, like uuid4().hex without building a UUID object."""
+    return os.urandom(16).hex()
 
 
 class RequestLog:
@@ -94,14 +104,12 @@ class RequestLog:
                 record.route = scope.get("path_template") or "unmatched"
                 if record.status == 0:  # the app raised before answering; the server will send a 500
                     record.status = 500
-                fields = {
-                    k: v for k, v in asdict(record).items() if v is not None and k != "response_headers"
-                }
-                fields["duration_ms"] = round(record.duration_ms, 2)
-                fields["upstream_ms"] = round(record.upstream_ms, 2)
+                line = {name: value for name in _LOGGED if (value := getattr(record, name)) is not None}
+                line["duration_ms"] = round(record.duration_ms, 2)
+                line["upstream_ms"] = round(record.upstream_ms, 2)
                 # Synchronous on purpose: one short write, no executor hop, not lost to a cancelled task.
                 level = logging.WARNING if record.status >= 500 else logging.INFO
-                self._logger.log(level, "request", **fields)
+                self._logger.log(level, "request", **line)
             finally:
                 _record.reset(token)
 

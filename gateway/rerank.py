@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from gateway.cache import ScoreCache
 from gateway.errors import ApiError, ErrorKind, invalid
 from gateway.keys import ApiKey
 from gateway.limits import Limiter
@@ -31,12 +32,18 @@ class Ranking:
 
 class Reranker:
     def __init__(
-        self, settings: Settings, upstream: Upstream, budget: PromptBudget, limiter: Limiter
+        self,
+        settings: Settings,
+        upstream: Upstream,
+        budget: PromptBudget,
+        limiter: Limiter,
+        cache: ScoreCache,
     ) -> None:
         self._settings = settings
         self._upstream = upstream
         self._budget = budget
         self._limiter = limiter
+        self._cache = cache
         # Tokenizing long documents is CPU work: at most this many requests do it at once, so a burst of
         # huge requests queues here instead of starving the event loop and every other request.
         self._tokenizer_threads = anyio.CapacityLimiter(settings.tokenizer_threads)
@@ -118,24 +125,33 @@ class Reranker:
         top_n: int | None,
         chunk_tokens: int,
         max_chunks: int,
+        use_cache: bool | None = None,
     ) -> Ranking:
-        """Score every document (best chunk wins) and order them; ``max_chunks=1`` truncates instead."""
+        """Score every document (best chunk wins) and order them; ``max_chunks=1`` truncates instead.
+
+        Every request is billed and rate-limited in full, cached pairs included: ``billed_units`` depends
+        on the request alone, so it is predictable and tells no one what the cache holds (README).
+        """
         limit = self._settings.max_document_chars
         for i, text in enumerate(texts):
             if len(text) > limit:
                 raise invalid(f"documents[{i}] is {len(text)} characters; the limit is {limit}")
-        query_tokens = self._budget.count(query)
+        query_tokens = self._budget.query_tokens(query)
         if query_tokens > self._settings.max_query_tokens:
             raise invalid(f"query is {query_tokens} tokens; the limit is {self._settings.max_query_tokens}")
-        room = self._budget.document_budget(instruction, query)
+        room = self._budget.document_budget(instruction, query, query_tokens=query_tokens)
         if room < 1:
             raise invalid("the instruction and query leave no room for documents in the model's context")
         limits = key.effective_limits(self._settings.default_limits)
         self._limiter.precheck(key.key_id, limits)  # a key out of requests costs us no tokenizing
-        pieces = await anyio.to_thread.run_sync(
-            lambda: self._budget.split(texts, chunk_tokens=min(chunk_tokens, room), max_chunks=max_chunks),
-            limiter=self._tokenizer_threads,
-        )
+        size = min(chunk_tokens, room)
+        if self._budget.fits(texts, chunk_tokens=size):  # the usual case: short products, nothing to cut
+            pieces = [[text] for text in texts]
+        else:
+            pieces = await anyio.to_thread.run_sync(
+                lambda: self._budget.split(texts, chunk_tokens=size, max_chunks=max_chunks),
+                limiter=self._tokenizer_threads,
+            )
         flat = [piece for doc_pieces in pieces for piece in doc_pieces]
         search_units = max(1, math.ceil(len(flat) / DOCUMENTS_PER_SEARCH_UNIT))
         record = current_record()
@@ -146,9 +162,20 @@ class Reranker:
         # Admission comes after tokenizing because search units need the exact chunk count.
         admission = await self._limiter.admit(key.key_id, limits, search_units)
         try:
-            chunk_scores = await self._upstream.score(query, flat, instruction)
+            scored = await self._cache.scores(
+                key_id=key.key_id,
+                instruction=instruction,
+                query=query,
+                texts=flat,
+                fetch=lambda missing: self._upstream.score(query, missing, instruction),
+                use=key.cache and use_cache is not False,
+            )
         finally:
             await self._limiter.release(admission)
+        if record is not None:
+            record.cache_hits, record.cache_shared = scored.hits, scored.shared
+            record.cache_misses = scored.misses
+        chunk_scores = scored.scores
         scores: list[float] = []
         position = 0
         for doc_pieces in pieces:

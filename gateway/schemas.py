@@ -21,6 +21,7 @@ class V1RerankRequest(msgspec.Struct, kw_only=True):
     return_documents: bool | None = None
     max_chunks_per_doc: int | None = None
     instruction: str | None = None  # extension: overrides the deployment's default instruction
+    cache: bool | None = None  # extension: false skips the score cache for this request
 
 
 class RelevantSpans(msgspec.Struct):
@@ -40,6 +41,7 @@ class V2RerankRequest(msgspec.Struct, kw_only=True):
     priority: int | None = None  # accepted for compatibility; one shared queue serves all requests
     relevant_spans: RelevantSpans | None = None
     instruction: str | None = None
+    cache: bool | None = None
 
 
 class ApiVersion(msgspec.Struct):

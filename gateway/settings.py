@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     ready_timeout_s: float = Field(default=2.0, gt=0)
     drain_timeout_s: int = Field(default=20, ge=1, description="on SIGTERM, in-flight requests get this long")
 
+    # Pair-score cache (README "Score cache")
+    score_cache_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="in-process tier; 0 turns it off"
+    )
+    score_cache_scope: Literal["key", "global"] = "key"
+    score_cache_redis_ttl_s: int = Field(
+        default=0, ge=0, description="shared tier in RERANK_REDIS_URL; 0 is off"
+    )
+    dtype: str = Field(default="auto", description="vLLM's --dtype (RERANK_DTYPE): part of the cache key")
+
     # Logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -93,6 +103,10 @@ class Settings(BaseSettings):
             )
         if self.rate_limit_store == "redis" and self.redis_url is None:
             raise ValueError("RERANK_RATE_LIMIT_STORE=redis needs RERANK_REDIS_URL")
+        if self.score_cache_redis_ttl_s > 0 and self.redis_url is None:
+            raise ValueError(
+                "RERANK_SCORE_CACHE_REDIS_TTL_S turns on the shared cache tier, which needs RERANK_REDIS_URL"
+            )
         if self.max_query_tokens > self.max_model_len // 2:
             raise ValueError(
                 "max_query_tokens may be at most half of max_model_len: the rest is for documents"

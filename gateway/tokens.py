@@ -7,6 +7,7 @@ offsets), so the text vLLM re-tokenizes is a clean prefix of what the user sent.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import unicodedata
 from pathlib import Path
@@ -15,14 +16,21 @@ from tokenizers import Tokenizer
 
 from model_setup.prompt import render
 
-# Re-tokenizing a cut-out piece can merge differently at its edges; a few tokens of slack absorb that.
+# Re-tokenizing a cut-out piece can merge differently at its edges, and so can the query and the document
+# where they meet the prompt around them (counted apart, see document_budget); this slack absorbs both.
 SAFETY_MARGIN = 16
+SKELETONS_CACHED = 256  # distinct instructions whose prompt skeleton length is remembered
+QUERIES_CACHED = 1024  # distinct queries likewise
 
 
 class PromptBudget:
     def __init__(self, tokenizer: Tokenizer, *, max_model_len: int) -> None:
         self._tokenizer = tokenizer
         self._max_model_len = max_model_len
+        # Per instance (not a method decorator): the cache dies with the budget and keeps no reference to it.
+        self._skeleton = functools.lru_cache(maxsize=SKELETONS_CACHED)(self._skeleton_tokens)
+        # Head queries repeat: their counts are remembered too (short strings, bounded count).
+        self.query_tokens = functools.lru_cache(maxsize=QUERIES_CACHED)(self.count)
 
     @classmethod
     def from_model_dir(cls, model_dir: Path, *, max_model_len: int) -> PromptBudget:
@@ -31,10 +39,25 @@ class PromptBudget:
     def count(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def document_budget(self, instruction: str, query: str) -> int:
-        """Tokens left for one document once the prompt, instruction and query are in."""
-        overhead = self.count(render(instruction, query, ""))
-        return self._max_model_len - overhead - SAFETY_MARGIN
+    def _skeleton_tokens(self, instruction: str) -> int:
+        return self.count(render(instruction, "", ""))
+
+    def document_budget(self, instruction: str, query: str, *, query_tokens: int | None = None) -> int:
+        """Tokens left for one document once the prompt, instruction and query are in.
+
+        The skeleton (system line, template, instruction) depends only on the instruction and is counted once
+        per instruction; the query is counted on its own (pass ``query_tokens`` when already known).
+        Byte-level BPE pre-tokenizes on word boundaries, so the sum differs from the whole prompt's count by
+        a token or two at each seam, well inside SAFETY_MARGIN (tests/test_hot_path.py checks it).
+        """
+        if query_tokens is None:
+            query_tokens = self.count(query)
+        return self._max_model_len - self._skeleton(instruction) - query_tokens - SAFETY_MARGIN
+
+    @staticmethod
+    def fits(texts: list[str], *, chunk_tokens: int) -> bool:
+        """True when no text can exceed ``chunk_tokens``, so none needs tokenizing (a bound, no BPE)."""
+        return all(_max_tokens(text) <= chunk_tokens for text in texts)
 
     def split(self, texts: list[str], *, chunk_tokens: int, max_chunks: int) -> list[list[str]]:
         """Each text as up to ``max_chunks`` consecutive pieces of at most ``chunk_tokens`` tokens.
@@ -69,4 +92,6 @@ class PromptBudget:
 
 def _max_tokens(text: str) -> int:
     """An upper bound on the tokens of ``text``, without tokenizing it."""
+    if text.isascii():  # NFC leaves ASCII alone and each character is one byte: skip both passes
+        return len(text)
     return len(unicodedata.normalize("NFC", text).encode())

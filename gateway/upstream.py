@@ -1,16 +1,24 @@
-"""The vLLM client: one long-lived httpx pool, explicit timeouts, vLLM failures mapped to the error table."""
+"""The vLLM client: one long-lived connection pool, explicit timeouts, failures mapped to the error table.
+
+The pool is our own small HTTP/1.1 client (gateway/http1.py), chosen by measurement against httpx and
+aiohttp on the same stand-in (benchmarks/upstream_client.py, docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-import anyio
-import httpx
 import msgspec
 
 from gateway.errors import ApiError, ErrorKind
+from gateway.http1 import ConnectFailed, ConnectTimeout, Disconnected, Http1Pool, PoolTimeout, ProtocolError
 from gateway.requestlog import current_record
 from gateway.settings import Settings
+
+POOL_WAIT_S = 5.0  # a request waits this long for a free connection before it is told to come back
+# vLLM's uvicorn closes idle keep-alive connections after 5 s; reusing one at that moment races its close.
+KEEPALIVE_S = 4.0
 
 
 class _ScoreItem(msgspec.Struct):
@@ -20,6 +28,13 @@ class _ScoreItem(msgspec.Struct):
 
 class _ScoreResponse(msgspec.Struct):
     data: list[_ScoreItem]
+
+
+class _ScoreRequest(msgspec.Struct):
+    model: str
+    queries: str
+    documents: list[str]
+    instruction: str
 
 
 class _VllmErrorDetail(msgspec.Struct):
@@ -32,60 +47,54 @@ class _VllmError(msgspec.Struct):
 
 _score_decoder = msgspec.json.Decoder(_ScoreResponse)
 _error_decoder = msgspec.json.Decoder(_VllmError)
+_encoder = msgspec.json.Encoder()
+JSON = "application/json"
 
 
 class Upstream:
     """Scores (query, document) pairs with vLLM's ``/score`` route."""
 
-    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._model = settings.served_model_name
         self._ready_timeout = settings.ready_timeout_s
         self._deadline = settings.upstream_timeout_s
-        self._client = httpx.AsyncClient(
-            base_url=settings.upstream_url,
-            transport=transport,
-            timeout=httpx.Timeout(
-                settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s, pool=5.0
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.upstream_max_connections,
-                max_keepalive_connections=settings.upstream_max_connections,
-            ),
+        self._pool = Http1Pool(
+            settings.upstream_url,
+            max_connections=settings.upstream_max_connections,
+            connect_timeout_s=settings.upstream_connect_timeout_s,
+            idle_s=KEEPALIVE_S,
+            pool_timeout_s=POOL_WAIT_S,
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
     async def score(self, query: str, documents: list[str], instruction: str) -> list[float]:
-        body = msgspec.json.encode(
-            {"model": self._model, "queries": query, "documents": documents, "instruction": instruction}
-        )
+        body = _encoder.encode(_ScoreRequest(self._model, query, documents, instruction))
         started = time.perf_counter()
         try:
-            # httpx times each phase (pool, connect, write, read) on its own; this bounds the whole call,
-            # which is what the client waits for and what a rate-limit slot's expiry assumes.
-            with anyio.fail_after(self._deadline):
-                response = await self._client.post(
-                    "/score", content=body, headers={"content-type": "application/json"}
-                )
-        except httpx.PoolTimeout:
+            # One deadline for the whole call (pool wait, connect, send, wait, read): what the client waits
+            # for and what a rate-limit slot's expiry assumes.
+            async with asyncio.timeout(self._deadline):
+                status, content = await self._pool.request("POST", "/score", body, JSON)
+        except PoolTimeout:
             raise _unavailable("the model server is at capacity; retry shortly", retry_after=1) from None
-        except (httpx.TimeoutException, TimeoutError):
+        except (TimeoutError, ConnectTimeout):
             raise ApiError(ErrorKind.UPSTREAM_TIMEOUT, "the model server did not answer in time") from None
-        except httpx.TransportError:
+        except (ConnectFailed, Disconnected, ProtocolError, OSError):
             raise _unavailable("the model server is unavailable; retry shortly", retry_after=5) from None
         finally:
             record = current_record()
             if record is not None:
                 record.upstream_ms += (time.perf_counter() - started) * 1000
-        return self._scores(response, len(documents))
+        return self._scores(status, content, len(documents))
 
     @staticmethod
-    def _scores(response: httpx.Response, expected: int) -> list[float]:
-        if response.status_code != 200:
-            raise _mapped_error(response)
+    def _scores(status: int, content: bytes, expected: int) -> list[float]:
+        if status != 200:
+            raise _mapped_error(status, content)
         try:
-            items = _score_decoder.decode(response.content).data
+            items = _score_decoder.decode(content).data
         except msgspec.DecodeError:
             raise ApiError(ErrorKind.UPSTREAM_ERROR, "the model server sent an unreadable answer") from None
         scores: list[float | None] = [None] * expected
@@ -99,24 +108,25 @@ class Upstream:
 
     async def ready(self) -> bool:
         try:
-            response = await self._client.get("/health", timeout=self._ready_timeout)
-        except httpx.HTTPError:
+            async with asyncio.timeout(self._ready_timeout):
+                status, _ = await self._pool.request("GET", "/health")
+        except (TimeoutError, ConnectFailed, Disconnected, ProtocolError, PoolTimeout, OSError):
             return False
-        return response.status_code == 200
+        return status == 200
 
 
 def _unavailable(message: str, *, retry_after: int) -> ApiError:
     return ApiError(ErrorKind.UPSTREAM_UNAVAILABLE, message, headers={"Retry-After": str(retry_after)})
 
 
-def _mapped_error(response: httpx.Response) -> ApiError:
+def _mapped_error(status: int, content: bytes) -> ApiError:
     """vLLM's ``{"error": {"message": ...}}`` becomes ours. Its 4xx are about the input; 5xx are its fault."""
     try:
-        message = _error_decoder.decode(response.content).error.message
+        message = _error_decoder.decode(content).error.message
     except msgspec.DecodeError:
-        message = f"status {response.status_code}"
-    if response.status_code in (400, 422):
+        message = f"status {status}"
+    if status in (400, 422):
         return ApiError(ErrorKind.INVALID_REQUEST, f"the model rejected the input: {message}")
-    if response.status_code == 503:
+    if status == 503:
         return _unavailable("the model server is not ready; retry shortly", retry_after=5)
-    return ApiError(ErrorKind.UPSTREAM_ERROR, f"the model server failed ({response.status_code})")
+    return ApiError(ErrorKind.UPSTREAM_ERROR, f"the model server failed ({status})")

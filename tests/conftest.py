@@ -101,6 +101,9 @@ def gateway_env(model_dir: Path, keys: Keys, upstream: str, **extra: str) -> dic
         "RERANK_SERVED_MODEL_NAME": SERVED_NAME,
         "RERANK_MAX_MODEL_LEN": str(TEST_MAX_MODEL_LEN),
         "RERANK_MAX_TOKENS_PER_DOC": str(TEST_MAX_TOKENS_PER_DOC),
+        # Off unless a test turns it on: the suites below assert what happens when vLLM is asked (an outage is
+        # a 503 even for a request scored before). tests/test_cache.py runs gateways with it on.
+        "RERANK_SCORE_CACHE_MAX_BYTES": "0",
         **extra,
     }
 

@@ -43,6 +43,9 @@ say why and what to set. Included once, from deployment.yaml.
 {{- if and .Values.apiKeys.lines .Values.apiKeys.existingSecret }}
 {{- fail "give either apiKeys.lines or apiKeys.existingSecret, not both" }}
 {{- end }}
+{{- if and (gt (int .Values.scoreCache.redisTtlSeconds) 0) (not (include "reranker.redisEnabled" .)) }}
+{{- fail "scoreCache.redisTtlSeconds turns on the shared score-cache tier, which lives in Redis: set redis.url or redis.existingSecret, or set it to 0" }}
+{{- end }}
 
 {{- if and .Values.model.volume (not .Values.model.dir) }}
 {{- fail "model.volume is set but model.dir is empty: set model.dir to the snapshot path the volume is mounted at" }}

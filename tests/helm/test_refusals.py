@@ -187,3 +187,22 @@ def test_schema_rejects_malformed_key_lines(line: str) -> None:
 def test_schema_accepts_key_lines_with_limits() -> None:
     line = "shop-a sha256:" + "a" * 64 + " rpm=600 units_per_minute=none concurrency=8"
     render(set_json=[f'apiKeys.lines=["{line}"]'])
+
+
+def test_the_shared_score_cache_tier_needs_redis() -> None:
+    message = render_error({"scoreCache.redisTtlSeconds": "600"})
+    assert "shared score-cache tier" in message
+    assert "redis.url or redis.existingSecret" in message
+
+
+def test_score_cache_settings_reach_the_gateway() -> None:
+    defaults = render(sets={})
+    assert defaults.env_value("RERANK_SCORE_CACHE_MAX_BYTES") == str(64 * 1024 * 1024)
+    assert defaults.env_value("RERANK_SCORE_CACHE_SCOPE") == "key"
+    assert defaults.env_value("RERANK_SCORE_CACHE_REDIS_TTL_S") is None, "the shared tier is opt-in"
+    shared = render(
+        sets={"scoreCache.redisTtlSeconds": "600", "scoreCache.scope": "global", "redis.existingSecret": "r"}
+    )
+    assert shared.env_value("RERANK_SCORE_CACHE_REDIS_TTL_S") == "600"
+    assert shared.env_value("RERANK_SCORE_CACHE_SCOPE") == "global"
+    assert SCHEMA in render_error({"scoreCache.scope": "tenant"})
