@@ -66,7 +66,7 @@ end
 
 def run(url: str, lua: Path | None, *, seconds: float, connections: int, threads: int = 1) -> Result:
     """requests/s, p50/p99 in ms, and counts of non-2xx answers and socket errors."""
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "60s"]
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "60s"]
     if lua is not None:
         command += ["-s", str(lua)]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout  # noqa: S603

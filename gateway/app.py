@@ -9,12 +9,12 @@ from typing import Any, TypeVar
 import msgspec
 import structlog
 from litestar import Litestar, Request, Response, get, post
-from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, InternalServerException
 
 from gateway.cache import ScoreCache, SharedTier, model_identity
 from gateway.drain import InFlight
 from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
+from gateway.fastpath import FastRoutes, ReadBody
 from gateway.keys import ApiKey, KeyRing
 from gateway.limits import Limiter, LimitStore, MemoryStore, RedisStore
 from gateway.requestlog import RequestLog, current_record, new_request_id
@@ -36,6 +36,7 @@ from gateway.upstream import Upstream
 
 T = TypeVar("T")
 JSON = "application/json"
+INTERNAL_MESSAGE = "internal error; quote this id when reporting it"
 _log = structlog.get_logger("gateway")
 
 _LITESTAR_STATUS_KIND = {
@@ -54,11 +55,27 @@ def _request_id() -> str:
     return record.request_id if record else new_request_id()
 
 
-def _error_response(kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> Response[bytes]:
+def _error_parts(
+    kind: ErrorKind, message: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and Cohere-shaped body of an error: the one rendering both serving paths use."""
     record = current_record()
     if record is not None:
         record.error = kind.value
-    return _json(ErrorBody(id=_request_id(), message=message), kind.status, headers)
+    return kind.status, headers or {}, msgspec.json.encode(ErrorBody(id=_request_id(), message=message))
+
+
+def _error_response(kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> Response[bytes]:
+    status, headers, body = _error_parts(kind, message, headers)
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
+
+
+def _render(exc: Exception) -> tuple[int, dict[str, str], bytes]:
+    """The fast path's exception handler: what Litestar's handlers below answer for the same exception."""
+    if isinstance(exc, ApiError):
+        return _error_parts(exc.kind, exc.message, exc.headers)
+    _log.error("unhandled_error", request_id=_request_id(), exc_info=exc)
+    return _error_parts(ErrorKind.INTERNAL, INTERNAL_MESSAGE)
 
 
 def _on_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
@@ -81,17 +98,13 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
 
 def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     _log.error("unhandled_error", request_id=_request_id(), exc_info=exc)
-    return _error_response(ErrorKind.INTERNAL, "internal error; quote this id when reporting it")
+    return _error_response(ErrorKind.INTERNAL, INTERNAL_MESSAGE)
 
 
-async def _decode(request: Request[Any, Any, Any], model: type[T]) -> T:
-    content_type = request.headers.get("content-type", "")
+async def _decode(content_type: str, read_body: ReadBody, model: type[T]) -> T:
     if content_type.split(";", 1)[0].strip().lower() != JSON:
         raise ApiError(ErrorKind.UNSUPPORTED_MEDIA_TYPE, "content-type must be application/json")
-    try:
-        body = await request.body()
-    except InternalServerException:  # reading the body raises it for one thing: the client hung up
-        raise ApiError(ErrorKind.CLIENT_CLOSED, "client closed the request") from None
+    body = await read_body()
     try:
         return msgspec.json.decode(body, type=model, strict=True)
     except msgspec.ValidationError as exc:
@@ -100,7 +113,7 @@ async def _decode(request: Request[Any, Any, Any], model: type[T]) -> T:
         raise invalid("invalid request: body is not valid JSON") from None
 
 
-def _response(ranking: Ranking, version: str, documents: list[Any] | None) -> Response[bytes]:
+def _ranked(ranking: Ranking, version: str, documents: list[Any] | None) -> bytes:
     results = [
         Result(
             index=i,
@@ -110,15 +123,32 @@ def _response(ranking: Ranking, version: str, documents: list[Any] | None) -> Re
         for i in ranking.order
     ]
     meta = Meta(api_version=ApiVersion(version), billed_units=BilledUnits(ranking.search_units))
-    return _json(RerankResponse(id=_request_id(), results=results, meta=meta))
+    return msgspec.json.encode(RerankResponse(id=_request_id(), results=results, meta=meta))
+
+
+def _ok(body: bytes) -> Response[bytes]:
+    return Response(body, status_code=200, media_type=JSON)
+
+
+def _route_arguments(request: Request[Any, Any, Any]) -> tuple[str, str, ReadBody]:
+    """What a rerank route needs from a Litestar request: its two headers and a way to read the body."""
+
+    async def read_body() -> bytes:
+        try:
+            return await request.body()
+        except InternalServerException:  # reading the body raises it for one thing: the client hung up
+            raise ApiError(ErrorKind.CLIENT_CLOSED, "client closed the request") from None
+
+    headers = request.headers
+    return headers.get("authorization", ""), headers.get("content-type", ""), read_body
 
 
 def _as_object(document: Any) -> dict[str, Any]:
     return {"text": document} if isinstance(document, str) else dict(document)
 
 
-def _bearer_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    header = connection.headers.get("authorization", "").strip()
+def _bearer_key(authorization: str) -> str:
+    header = authorization.strip()
     if not header:
         raise ApiError(ErrorKind.NO_API_KEY, "no api key supplied")
     scheme, _, key = header.partition(" ")
@@ -161,19 +191,19 @@ def _score_cache(settings: Settings) -> ScoreCache:
     )
 
 
-def create_app(settings: Settings) -> Litestar:
-    """Build the gateway. Tests put fault-injecting vLLM stand-ins on the wire (RERANK_UPSTREAM_URL)."""
-    keyring = load_keyring(settings)
-    budget = PromptBudget.from_model_dir(settings.model_dir, max_model_len=settings.max_model_len)
-    upstream = Upstream(settings)
-    limiter = Limiter(_limit_store(settings), fail_open=settings.redis_failure_mode == "open")
-    cache = _score_cache(settings)
-    reranker = Reranker(settings, upstream, budget, limiter, cache)
+class RerankApi:
+    """The keyed routes, whichever serving path delivered the request: the fast path (gateway/fastpath.py)
+    calls them for exact paths, the Litestar handlers in create_app for everything Litestar routes to them."""
 
-    # Called first thing by every keyed handler rather than as a Litestar guard: a guard costs a copy of the
-    # route handler per request (and a worker thread when synchronous), a tenth of the gateway's CPU here.
-    def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> ApiKey:
-        key = keyring.authenticate(_bearer_key(connection))
+    def __init__(self, settings: Settings, keyring: KeyRing, reranker: Reranker) -> None:
+        self._settings = settings
+        self._keyring = keyring
+        self._reranker = reranker
+
+    def authenticate(self, authorization: str) -> ApiKey:
+        """Called first by every keyed route rather than as a Litestar guard: a guard costs a copy of the
+        route handler per request (and a worker thread when synchronous)."""
+        key = self._keyring.authenticate(_bearer_key(authorization))
         if key is None:
             raise ApiError(ErrorKind.INVALID_API_KEY, "invalid api token")
         record = current_record()
@@ -181,11 +211,11 @@ def create_app(settings: Settings) -> Litestar:
             record.key_id = key.key_id
         return key
 
-    @post(["/v1/rerank", "/rerank"], status_code=200)
-    async def rerank_v1(request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def v1(self, authorization: str, content_type: str, read_body: ReadBody) -> bytes:
         """Cohere v1; `/rerank` serves the same contract for Jina/vLLM-style clients."""
-        key = authenticate(request)
-        body = await _decode(request, V1RerankRequest)
+        key = self.authenticate(authorization)
+        body = await _decode(content_type, read_body, V1RerankRequest)
+        reranker = self._reranker
         reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
         max_chunks = reranker.chunks_per_doc(body.max_chunks_per_doc)
         ranking = await reranker.rank(
@@ -194,16 +224,16 @@ def create_app(settings: Settings) -> Litestar:
             texts=reranker.render_v1(body.documents, body.rank_fields),
             instruction=reranker.instruction(body.instruction),
             top_n=body.top_n,
-            chunk_tokens=settings.max_tokens_per_doc,
+            chunk_tokens=self._settings.max_tokens_per_doc,
             max_chunks=max_chunks,
             use_cache=body.cache,
         )
-        return _response(ranking, "1", body.documents if body.return_documents else None)
+        return _ranked(ranking, "1", body.documents if body.return_documents else None)
 
-    @post("/v2/rerank", status_code=200)
-    async def rerank_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
-        key = authenticate(request)
-        body = await _decode(request, V2RerankRequest)
+    async def v2(self, authorization: str, content_type: str, read_body: ReadBody) -> bytes:
+        key = self.authenticate(authorization)
+        body = await _decode(content_type, read_body, V2RerankRequest)
+        reranker = self._reranker
         reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
         reranker.check_positive("max_tokens_per_doc", body.max_tokens_per_doc)
         if body.relevant_spans is not None and body.relevant_spans.mode == "enabled":
@@ -214,15 +244,36 @@ def create_app(settings: Settings) -> Litestar:
             texts=body.documents,
             instruction=reranker.instruction(body.instruction),
             top_n=body.top_n,
-            chunk_tokens=body.max_tokens_per_doc or settings.max_tokens_per_doc,
+            chunk_tokens=body.max_tokens_per_doc or self._settings.max_tokens_per_doc,
             max_chunks=1,
             use_cache=body.cache,
         )
-        return _response(ranking, "2", None)
+        return _ranked(ranking, "2", None)
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the gateway. Tests put fault-injecting vLLM stand-ins on the wire (RERANK_UPSTREAM_URL)."""
+    keyring = load_keyring(settings)
+    budget = PromptBudget.from_model_dir(settings.model_dir, max_model_len=settings.max_model_len)
+    upstream = Upstream(settings)
+    limiter = Limiter(_limit_store(settings), fail_open=settings.redis_failure_mode == "open")
+    cache = _score_cache(settings)
+    reranker = Reranker(settings, upstream, budget, limiter, cache)
+
+    api = RerankApi(settings, keyring, reranker)
+
+    @post(["/v1/rerank", "/rerank"], status_code=200)
+    async def rerank_v1(request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Cohere v1; `/rerank` serves the same contract for Jina/vLLM-style clients."""
+        return _ok(await api.v1(*_route_arguments(request)))
+
+    @post("/v2/rerank", status_code=200)
+    async def rerank_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return _ok(await api.v2(*_route_arguments(request)))
 
     @get("/v1/models")
     async def models(request: Request[Any, Any, Any]) -> Response[bytes]:
-        authenticate(request)
+        api.authenticate(request.headers.get("authorization", ""))
         return _json(ModelList(data=[ModelCard(id=name) for name in settings.model_names]))
 
     @get("/health")
@@ -264,8 +315,12 @@ def create_app(settings: Settings) -> Litestar:
         logging_config=None,
         debug=False,
     )
-    # Wrap the whole ASGI handler (not per-route middleware) so the log line covers 404s and 405s too.
-    app.asgi_handler = in_flight.wrap(
-        RequestLog(app.asgi_handler, logger=structlog.get_logger("gateway.access"))
+    fast = FastRoutes(
+        app.asgi_handler,
+        {"/v1/rerank": api.v1, "/rerank": api.v1, "/v2/rerank": api.v2},
+        max_body=settings.max_body_bytes,
+        render=_render,
     )
+    # Wrap the whole ASGI handler (not per-route middleware) so the log line covers 404s and 405s too.
+    app.asgi_handler = in_flight.wrap(RequestLog(fast, logger=structlog.get_logger("gateway.access")))
     return app

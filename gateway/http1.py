@@ -209,11 +209,14 @@ class Http1Pool:
         if content_type:
             head += f"content-type: {content_type}\r\n"
         message = (head + f"content-length: {len(body)}\r\n\r\n").encode() + body
-        try:
-            async with asyncio.timeout(self._pool_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise PoolTimeout("every upstream connection stayed busy") from None
+        if self._slots.locked():  # only a full pool needs a bounded wait (a timer costs on every call)
+            try:
+                async with asyncio.timeout(self._pool_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise PoolTimeout("every upstream connection stayed busy") from None
+        else:
+            await self._slots.acquire()
         try:
             return await self._send(message)
         finally:

@@ -14,7 +14,7 @@ import anyio.to_thread
 from gateway.cache import ScoreCache
 from gateway.errors import ApiError, ErrorKind, invalid
 from gateway.keys import ApiKey
-from gateway.limits import Limiter
+from gateway.limits import KeyLimits, Limiter
 from gateway.requestlog import current_record
 from gateway.settings import Settings
 from gateway.tokens import PromptBudget
@@ -44,6 +44,8 @@ class Reranker:
         self._budget = budget
         self._limiter = limiter
         self._cache = cache
+        # Resolved limits per key object (holding the key, so its id cannot be reused by another).
+        self._limits: dict[int, tuple[ApiKey, KeyLimits]] = {}
         # Tokenizing long documents is CPU work: at most this many requests do it at once, so a burst of
         # huge requests queues here instead of starving the event loop and every other request.
         self._tokenizer_threads = anyio.CapacityLimiter(settings.tokenizer_threads)
@@ -142,7 +144,12 @@ class Reranker:
         room = self._budget.document_budget(instruction, query, query_tokens=query_tokens)
         if room < 1:
             raise invalid("the instruction and query leave no room for documents in the model's context")
-        limits = key.effective_limits(self._settings.default_limits)
+        known = self._limits.get(id(key))
+        if known is not None and known[0] is key:  # the same key object: its limits cannot have changed
+            limits = known[1]
+        else:
+            limits = key.effective_limits(self._settings.default_limits)
+            self._limits[id(key)] = (key, limits)
         self._limiter.precheck(key.key_id, limits)  # a key out of requests costs us no tokenizing
         size = min(chunk_tokens, room)
         if self._budget.fits(texts, chunk_tokens=size):  # the usual case: short products, nothing to cut
