@@ -90,3 +90,18 @@ def vllm_service(
 def gateway_service(port: int, log_path: Path, env: Mapping[str, str]) -> Service:
     full = {**os.environ, "RERANK_PORT": str(port), "RERANK_HOST": "127.0.0.1", **env}
     return Service("gateway", [sys.executable, "-m", "gateway"], full, log_path)
+
+
+def start_gateway(name: str, artifacts: Path, env: Mapping[str, str]) -> tuple[Service, str]:
+    """A gateway on a free port, logging to ``<artifacts>/gateway-<name>.log``, once it answers /health."""
+    port = free_port()
+    service = gateway_service(port, artifacts / f"gateway-{name}.log", env)
+    service.start()
+    assert service.proc is not None
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", timeout=30, proc=service.proc)
+    except Exception:
+        service.stop()
+        raise
+    return service, url

@@ -20,7 +20,7 @@ from gateway.cache import SHARED_RETRY_S
 from model_setup.fetch import MANIFEST_NAME
 from tests.conftest import Keys, Redis, Vllm, gateway_env
 from tests.fake_vllm import FakeVllm, fake_vllm
-from tests.procs import Service, free_port, gateway_service, wait_http
+from tests.procs import Service, start_gateway
 
 CACHE_ON = {"RERANK_SCORE_CACHE_MAX_BYTES": str(8 * 1024 * 1024)}
 PRODUCTS = [
@@ -74,17 +74,7 @@ class Running:
 
 
 def start(name: str, artifacts: Path, env: dict[str, str]) -> Running:
-    port = free_port()
-    service = gateway_service(port, artifacts / f"gateway-{name}.log", env)
-    service.start()
-    assert service.proc is not None
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health", timeout=30, proc=service.proc)
-    except Exception:
-        service.stop()
-        raise
-    return Running(service, url)
+    return Running(*start_gateway(name, artifacts, env))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import Keys, Vllm, gateway_env
-from tests.procs import free_port, gateway_service, wait_http
+from tests.procs import start_gateway
 
 CONCURRENCY = 32
 LOAD_BEFORE_S = 2.0
@@ -62,16 +62,12 @@ async def _load(url: str, key: str, pid: int) -> tuple[collections.Counter[int],
 def test_sigterm_under_load_drains_every_accepted_request(
     vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path
 ) -> None:
-    port = free_port()
     log = artifacts / "gateway-drain.log"
     log.unlink(missing_ok=True)
     env = gateway_env(model_dir, api_keys, vllm.url, RERANK_DRAIN_TIMEOUT_S="20")
-    service = gateway_service(port, log, env)
-    service.start()
+    service, url = start_gateway("drain", artifacts, env)
     assert service.proc is not None
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/health", timeout=30, proc=service.proc)
         statuses, after, unanswered = asyncio.run(_load(url, api_keys["shop-a"], service.proc.pid))
         exit_code = service.proc.wait(30)
     finally:

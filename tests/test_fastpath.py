@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import Keys, gateway_env
 from tests.fake_vllm import FakeVllm, fake_vllm
-from tests.procs import free_port, gateway_service, wait_http
+from tests.procs import start_gateway
 
 MAX_BODY = 4096
 COMPARED_HEADERS = ("content-type", "retry-after", "allow", "ratelimit", "ratelimit-policy")
@@ -27,17 +27,10 @@ def stand_in() -> Iterator[FakeVllm]:
 
 @pytest.fixture(scope="module")
 def url(stand_in: FakeVllm, model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[str]:
-    port = free_port()
     env = gateway_env(model_dir, api_keys, stand_in.url, RERANK_MAX_BODY_BYTES=str(MAX_BODY))
-    service = gateway_service(port, artifacts / "gateway-fastpath.log", env)
-    service.start()
-    assert service.proc is not None
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/health", timeout=30, proc=service.proc)
-        yield base
-    finally:
-        service.stop()
+    service, base = start_gateway("fastpath", artifacts, env)
+    yield base
+    service.stop()
 
 
 def _answer(response: httpx.Response) -> tuple[int, dict[str, str], Any]:

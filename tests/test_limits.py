@@ -18,7 +18,7 @@ import pytest
 from gateway import keys as keylib
 from tests.conftest import Keys, Redis, Vllm, gateway_env
 from tests.fake_vllm import FakeVllm, fake_vllm
-from tests.procs import Service, free_port, gateway_service, wait_http
+from tests.procs import Service, start_gateway
 
 KEY_LIMITS = {
     "hammer": "rpm=60",
@@ -41,16 +41,6 @@ def limit_keys(artifacts: Path) -> Keys:
     file = artifacts / "limit-keys"
     file.write_text("\n".join(lines) + "\n")
     return Keys(raw, file)
-
-
-def start_gateway(name: str, artifacts: Path, env: dict[str, str]) -> tuple[Service, str]:
-    port = free_port()
-    service = gateway_service(port, artifacts / f"gateway-{name}.log", env)
-    service.start()
-    assert service.proc is not None
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/health", timeout=30, proc=service.proc)
-    return service, url
 
 
 @pytest.fixture(scope="module")
