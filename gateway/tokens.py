@@ -27,7 +27,7 @@ class PromptBudget:
     def __init__(self, tokenizer: Tokenizer, *, max_model_len: int) -> None:
         self._tokenizer = tokenizer
         self._max_model_len = max_model_len
-        # Per instance (not a method decorator): the cache dies with the budget and keeps no reference to it.
+        # Per instance rather than a decorator on the method: each budget (one per app) has its own bounds.
         self._skeleton = functools.lru_cache(maxsize=SKELETONS_CACHED)(self._skeleton_tokens)
         # Head queries repeat: their counts are remembered too (short strings, bounded count).
         self.query_tokens = functools.lru_cache(maxsize=QUERIES_CACHED)(self.count)
