@@ -5,7 +5,8 @@
 #   scripts/run.sh Qwen/Qwen3-Reranker-0.6B   a hub repository (MODEL_REVISION=<sha> for unpinned ones)
 #   scripts/run.sh /path/to/model   a snapshot directory written by `python -m model_setup fetch`
 #   scripts/run.sh tiny             the tiny random-weight test model (ranks randomly; for trying the API)
-# Uses the GPU when nvidia-smi sees one, else vLLM on CPU.
+# Uses the GPU when nvidia-smi sees one, else vLLM on CPU. Starts the try-it page on
+# http://127.0.0.1:${RERANK_DEMO_PORT:-7860} next to it (RERANK_DEMO=off: not).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,19 +22,24 @@ scripts/setup.sh "$flavour"
 
 if [ "$flavour" = gpu ]; then default_model=Qwen/Qwen3-Reranker-4B; else default_model=Qwen/Qwen3-Reranker-0.6B; fi
 MODEL="${1:-$default_model}"
+# Each step that can fail stops here with one line saying what to do (`export VAR="$(cmd)"` would hide
+# the failure from set -e and carry on).
+die() { echo "run: $*" >&2; exit 1; }
 case "$MODEL" in
   tiny)
-    export RERANK_MODEL_DIR="$("$VENV/bin/python" -m model_setup tiny var/models/tiny)"
+    RERANK_MODEL_DIR="$("$VENV/bin/python" -m model_setup tiny var/models/tiny)" \
+      || die "could not write the tiny test model (error above)"
     echo "run: serving the tiny test model: random weights, so rankings are random" >&2
     ;;
   *)
     if [ -d "$MODEL" ]; then
-      export RERANK_MODEL_DIR="$(cd "$MODEL" && pwd)"
+      RERANK_MODEL_DIR="$(cd "$MODEL" && pwd)"
     elif [[ "$MODEL" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
       name="$(basename "$MODEL" | tr '[:upper:]' '[:lower:]')"
       # Same code as the image build: pinned revision, LFS checks, verified manifest. A second run re-verifies.
-      export RERANK_MODEL_DIR="$("$VENV/bin/python" -m model_setup fetch --repo "$MODEL" \
-        ${MODEL_REVISION:+--revision "$MODEL_REVISION"} "var/models/$name")"
+      RERANK_MODEL_DIR="$("$VENV/bin/python" -m model_setup fetch --repo "$MODEL" \
+        ${MODEL_REVISION:+--revision "$MODEL_REVISION"} "var/models/$name")" \
+        || die "could not fetch $MODEL (error above): check the network and that the model hub is reachable, or try the API offline with ./scripts/run.sh tiny"
       export RERANK_SERVED_MODEL_NAME="${RERANK_SERVED_MODEL_NAME:-$name}"
     else
       echo "run: '$MODEL' is neither 'tiny', a hub repository (owner/name) nor a directory" >&2
@@ -41,7 +47,9 @@ case "$MODEL" in
     fi
     ;;
 esac
+export RERANK_MODEL_DIR
 
+demo_key="${RERANK_DEMO_API_KEY_FILE:-}"
 if [ -z "${RERANK_API_KEYS:-}" ] && [ -z "${RERANK_API_KEYS_FILE:-}" ]; then
   mkdir -p var/run
   export RERANK_API_KEYS_FILE="$ROOT/var/run/keys"
@@ -50,7 +58,40 @@ if [ -z "${RERANK_API_KEYS:-}" ] && [ -z "${RERANK_API_KEYS_FILE:-}" ]; then
   else
     echo "run: using the keys in $RERANK_API_KEYS_FILE (delete it to make a new key)" >&2
   fi
+  # The demo page is a client with a key of its own: the raw key in a file only we read, its digest
+  # beside the others. Made once, like the local-dev key.
+  if [ -z "$demo_key" ]; then
+    demo_key="$ROOT/var/run/demo-key"
+    if [ ! -s "$demo_key" ] || ! grep -q '^demo-page ' "$RERANK_API_KEYS_FILE"; then
+      (umask 077 && "$VENV/bin/python" - "$demo_key" >> "$RERANK_API_KEYS_FILE") <<'EOF' \
+        || die "could not make the demo page's key"
+import pathlib, sys
+from gateway.keys import generate
+raw, line = generate("demo-page")
+pathlib.Path(sys.argv[1]).write_text(raw + "\n")
+print(line)
+EOF
+    fi
+  fi
 fi
 [ "$RERANK_DEVICE" = cpu ] && export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
 export RERANK_PYTHON="$VENV/bin/python"
+
+# The try-it page (gateway/demo) next to the gateway, on loopback: a client like any shop, so it says
+# "not ready" until the model has loaded. RERANK_DEMO=off skips it. entrypoint.sh replaces this shell
+# (same PID), so a watcher stops the page when the entrypoint exits.
+if [ "${RERANK_DEMO:-on}" != off ]; then
+  if [ -n "$demo_key" ]; then
+    demo_port="${RERANK_DEMO_PORT:-7860}"
+    mkdir -p var/run
+    "$VENV/bin/python" -m gateway.demo --base-url "http://127.0.0.1:${RERANK_PORT:-8000}" \
+      --api-key-file "$demo_key" --port "$demo_port" \
+      ${RERANK_DEFAULT_INSTRUCTION:+--instruction "$RERANK_DEFAULT_INSTRUCTION"} > var/run/demo.log 2>&1 &
+    demo_pid=$!
+    ( while kill -0 "$$" 2>/dev/null; do sleep 2; done; kill "$demo_pid" 2>/dev/null ) &
+    echo "run: try it in a browser at http://127.0.0.1:$demo_port (key demo-page in $demo_key; log in var/run/demo.log)" >&2
+  else
+    echo "run: no demo page: set RERANK_DEMO_API_KEY_FILE to a file holding one of your raw keys" >&2
+  fi
+fi
 exec ./entrypoint.sh

