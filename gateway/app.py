@@ -36,7 +36,6 @@ from gateway.upstream import Upstream
 
 T = TypeVar("T")
 JSON = "application/json"
-INTERNAL_MESSAGE = "internal error; quote this id when reporting it"
 _log = structlog.get_logger("gateway")
 
 _LITESTAR_STATUS_KIND = {
@@ -65,21 +64,25 @@ def _error_parts(
     return kind.status, headers or {}, msgspec.json.encode(ErrorBody(id=_request_id(), message=message))
 
 
-def _error_response(kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> Response[bytes]:
-    status, headers, body = _error_parts(kind, message, headers)
+def _as_response(parts: tuple[int, dict[str, str], bytes]) -> Response[bytes]:
+    status, headers, body = parts
     return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
+def _error_response(kind: ErrorKind, message: str, headers: dict[str, str] | None = None) -> Response[bytes]:
+    return _as_response(_error_parts(kind, message, headers))
+
+
 def _render(exc: Exception) -> tuple[int, dict[str, str], bytes]:
-    """The fast path's exception handler: what Litestar's handlers below answer for the same exception."""
+    """Our errors as the table says, anything else as a logged 500: for the fast path and Litestar alike."""
     if isinstance(exc, ApiError):
         return _error_parts(exc.kind, exc.message, exc.headers)
     _log.error("unhandled_error", request_id=_request_id(), exc_info=exc)
-    return _error_parts(ErrorKind.INTERNAL, INTERNAL_MESSAGE)
+    return _error_parts(ErrorKind.INTERNAL, "internal error; quote this id when reporting it")
 
 
-def _on_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
-    return _error_response(exc.kind, exc.message, exc.headers)
+def _on_error(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    return _as_response(_render(exc))
 
 
 def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -93,12 +96,7 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
         return _error_response(kind, "request body is too large")
     if exc.status_code < 500:
         return _error_response(ErrorKind.INVALID_REQUEST, str(exc.detail))
-    return _on_unexpected(request, exc)
-
-
-def _on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    _log.error("unhandled_error", request_id=_request_id(), exc_info=exc)
-    return _error_response(ErrorKind.INTERNAL, INTERNAL_MESSAGE)
+    return _on_error(request, exc)
 
 
 async def _decode(content_type: str, read_body: ReadBody, model: type[T]) -> T:
@@ -305,9 +303,9 @@ def create_app(settings: Settings) -> Litestar:
     app = Litestar(
         route_handlers=[rerank_v1, rerank_v2, models, health, ready],
         exception_handlers={
-            ApiError: _on_api_error,
+            ApiError: _on_error,
             HTTPException: _on_http_exception,
-            Exception: _on_unexpected,
+            Exception: _on_error,
         },
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,

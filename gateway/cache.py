@@ -237,7 +237,8 @@ class ScoreCache:
             value = self._local.get(key)
             if value is not None:
                 found[key] = value
-        wanted = [key for key in dict.fromkeys(keys) if key not in found and key not in self._pending]
+        unique = list(dict.fromkeys(keys))  # a product listed twice is one pair
+        wanted = [key for key in unique if key not in found and key not in self._pending]
         if wanted and self._shared is not None:
             from_shared = await self._shared.get_many(wanted)
             for key, value in from_shared.items():
@@ -249,9 +250,7 @@ class ScoreCache:
         # Decided without awaiting from here on, so two requests cannot both take the same pair.
         own = [key for key in wanted if key not in found and key not in self._pending]
         joined: dict[bytes, _Flight] = {
-            key: self._pending[key]
-            for key in dict.fromkeys(keys)
-            if key not in found and key in self._pending
+            key: self._pending[key] for key in unique if key not in found and key in self._pending
         }
         if own:
             found.update(await self._lead(own, keys, texts, fetch))
