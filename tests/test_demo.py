@@ -104,7 +104,11 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
-    yield context.new_page()
+    page = context.new_page()
+    yield page
+    # A relaying route handler may still be reading an open event stream: closing under it must not
+    # surface as an error in whatever Playwright call comes next (the next test's set-up).
+    page.unroute_all(behavior="ignoreErrors")
     context.close()
 
 
