@@ -24,6 +24,8 @@ from gateway.observe.trace import TraceContext, parse_traceparent
 
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 REQUEST_ID_HEADER = "x-request-id"
+# What the log line names a request whose path matched no route (a bounded label for metrics, too).
+UNMATCHED = "unmatched"
 
 
 @dataclass(slots=True)
@@ -31,7 +33,7 @@ class RequestRecord:
     request_id: str
     method: str
     trace_id: str | None = None  # from the caller's W3C traceparent, if it sent a valid one
-    route: str = "unmatched"
+    route: str = UNMATCHED
     key_id: str | None = None
     status: int = 0
     duration_ms: float = 0.0
@@ -54,8 +56,6 @@ class RequestRecord:
 
 
 _LOGGED = tuple(f.name for f in fields(RequestRecord) if f.name not in {"response_headers", "trace"})
-# What the log line names a request whose path matched no route (a bounded label for metrics, too).
-UNMATCHED = "unmatched"
 _record: ContextVar[RequestRecord | None] = ContextVar("request_record", default=None)
 
 
