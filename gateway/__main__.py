@@ -61,7 +61,11 @@ def _serve_metrics(settings: Settings, metrics_dir: Path) -> bool:
         scrape.serve(settings.metrics_host, settings.metrics_port, scrape.registry(metrics_dir, collectors))
     except OSError as exc:
         where = f"{settings.metrics_host}:{settings.metrics_port}"
-        print(f"gateway: cannot serve metrics on {where} (RERANK_METRICS_PORT): {exc}", file=sys.stderr)
+        print(
+            f"gateway: cannot serve metrics on {where}: {exc}; set RERANK_METRICS_PORT to a free port "
+            "(0 turns metrics off)",
+            file=sys.stderr,
+        )
         return False
     return True
 

@@ -4,8 +4,11 @@ scraped by a real Prometheus (Debian's package), linted by promtool, summed acro
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import shutil
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,3 +258,30 @@ def test_prometheus_scrapes_requests_by_key_and_vllm_series(
     assert waiting[0]["metric"]["job"] == "rerank"
     up = promql(prometheus, 'up{job="rerank"}')
     assert [float(r["value"][1]) for r in up] == [1.0]
+
+
+def test_a_taken_metrics_port_stops_the_start_with_a_clear_line(
+    model_dir: Path, api_keys: Keys, artifacts: Path
+) -> None:
+    """Failing loudly beats serving without metrics nobody notices are missing."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **gateway_env(model_dir, api_keys, "http://127.0.0.1:1"),
+            "RERANK_PORT": str(free_port()),
+            "RERANK_METRICS_HOST": "127.0.0.1",
+            "RERANK_METRICS_PORT": str(port),
+        }
+        run = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert run.returncode == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in run.stderr
+    assert "RERANK_METRICS_PORT" in run.stderr
