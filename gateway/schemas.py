@@ -1,5 +1,6 @@
 """Wire types. Requests decode strictly (no type coercion); unknown fields are ignored so that newer SDKs
-keep working. Optional fields accept ``null`` as "not given", as Cohere does."""
+and other frameworks' clients keep working (README "API" lists the ones we know of and what we do with them).
+Optional fields accept ``null`` as "not given", as Cohere does."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ Document = str | dict[str, Any]
 
 
 class V1RerankRequest(msgspec.Struct, kw_only=True):
-    """Cohere v1 (`/v1/rerank`, also served at `/rerank`)."""
+    """Cohere v1 (`/v1/rerank`)."""
 
     query: str
     documents: list[Document]
@@ -20,8 +21,16 @@ class V1RerankRequest(msgspec.Struct, kw_only=True):
     rank_fields: list[str] | None = None
     return_documents: bool | None = None
     max_chunks_per_doc: int | None = None
+    score_threshold: float | None = None  # Dify's: results scoring below it are left out
     instruction: str | None = None  # extension: overrides the deployment's default instruction
     cache: bool | None = None  # extension: false skips the score cache for this request
+
+
+class JinaRerankRequest(V1RerankRequest, kw_only=True):
+    """`/rerank`, as Jina's API and vLLM's own route take it: v1's fields, documents returned unless
+    ``return_documents`` is false, and vLLM's ``max_tokens_per_doc`` (truncate instead of chunking)."""
+
+    max_tokens_per_doc: int | None = None
 
 
 class RelevantSpans(msgspec.Struct):
@@ -40,6 +49,7 @@ class V2RerankRequest(msgspec.Struct, kw_only=True):
     max_tokens_per_doc: int | None = None
     priority: int | None = None  # accepted for compatibility; one shared queue serves all requests
     relevant_spans: RelevantSpans | None = None
+    score_threshold: float | None = None
     instruction: str | None = None
     cache: bool | None = None
 
@@ -52,9 +62,14 @@ class BilledUnits(msgspec.Struct):
     search_units: int
 
 
+class Tokens(msgspec.Struct):
+    input_tokens: int  # the prompts' tokens, as vLLM counts them (README "API")
+
+
 class Meta(msgspec.Struct):
     api_version: ApiVersion
     billed_units: BilledUnits
+    tokens: Tokens
 
 
 class Result(msgspec.Struct, omit_defaults=True):
@@ -66,6 +81,23 @@ class Result(msgspec.Struct, omit_defaults=True):
 class RerankResponse(msgspec.Struct):
     id: str
     results: list[Result]
+    meta: Meta
+
+
+class Usage(msgspec.Struct):
+    """vLLM's and Jina's usage block: a reranker has no output, so both counts are the input tokens."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class JinaRerankResponse(msgspec.Struct):
+    """`/rerank`: Cohere's shape plus what Jina/vLLM-style readers look for (``model``, ``usage``)."""
+
+    id: str
+    model: str
+    results: list[Result]
+    usage: Usage
     meta: Meta
 
 

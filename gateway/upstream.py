@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import msgspec
 
@@ -26,8 +27,21 @@ class _ScoreItem(msgspec.Struct):
     score: float
 
 
+class _Usage(msgspec.Struct):
+    prompt_tokens: int
+
+
 class _ScoreResponse(msgspec.Struct):
     data: list[_ScoreItem]
+    usage: _Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """vLLM's answer for a batch of pairs: a score per pair in the order sent, and the prompts' tokens."""
+
+    scores: list[float]
+    prompt_tokens: int
 
 
 class _ScoreRequest(msgspec.Struct):
@@ -69,7 +83,7 @@ class Upstream:
     async def aclose(self) -> None:
         await self._pool.aclose()
 
-    async def score(self, query: str, documents: list[str], instruction: str) -> list[float]:
+    async def score(self, query: str, documents: list[str], instruction: str) -> Scores:
         body = _encoder.encode(_ScoreRequest(self._model, query, documents, instruction))
         started = time.perf_counter()
         try:
@@ -90,13 +104,14 @@ class Upstream:
         return self._scores(status, content, len(documents))
 
     @staticmethod
-    def _scores(status: int, content: bytes, expected: int) -> list[float]:
+    def _scores(status: int, content: bytes, expected: int) -> Scores:
         if status != 200:
             raise _mapped_error(status, content)
         try:
-            items = _score_decoder.decode(content).data
+            answer = _score_decoder.decode(content)
         except msgspec.DecodeError:
             raise ApiError(ErrorKind.UPSTREAM_ERROR, "the model server sent an unreadable answer") from None
+        items = answer.data
         scores: list[float | None] = [None] * expected
         for item in items:
             if 0 <= item.index < expected:
@@ -104,7 +119,7 @@ class Upstream:
         complete = [score for score in scores if score is not None]
         if len(items) != expected or len(complete) != expected:
             raise ApiError(ErrorKind.UPSTREAM_ERROR, "the model server returned an incomplete answer")
-        return complete
+        return Scores(complete, answer.usage.prompt_tokens)
 
     async def ready(self) -> bool:
         try:
