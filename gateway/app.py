@@ -26,11 +26,16 @@ from gateway.rerank import Ranking, Reranker
 from gateway.schemas import (
     ApiVersion,
     BilledUnits,
+    Document,
+    JinaRerankRequest,
+    JinaRerankResponse,
     Meta,
     ModelCard,
     ModelList,
     RerankResponse,
     Result,
+    Tokens,
+    Usage,
     V1RerankRequest,
     V2RerankRequest,
 )
@@ -115,16 +120,29 @@ async def _decode(content_type: str, read_body: ReadBody, model: type[T]) -> T:
         raise invalid("invalid request: body is not valid JSON") from None
 
 
-def _ranked(ranking: Ranking, version: str, documents: list[Any] | None) -> bytes:
-    results = [
+def _results(ranking: Ranking, documents: list[Document] | None) -> list[Result]:
+    return [
         Result(
             index=i,
-            relevance_score=ranking.scores[i],
+            # float() whatever the source: a score is always a JSON float, never 1 or 0 (OpenSearch's Cohere
+            # post-processor casts every score to Double).
+            relevance_score=float(ranking.scores[i]),
             document=msgspec.UNSET if documents is None else _as_object(documents[i]),
         )
         for i in ranking.order
     ]
-    meta = Meta(api_version=ApiVersion(version), billed_units=BilledUnits(ranking.search_units))
+
+
+def _meta(ranking: Ranking, version: str) -> Meta:
+    return Meta(
+        api_version=ApiVersion(version),
+        billed_units=BilledUnits(ranking.search_units),
+        tokens=Tokens(ranking.input_tokens),
+    )
+
+
+def _ranked(ranking: Ranking, version: str, documents: list[Document] | None) -> bytes:
+    results, meta = _results(ranking, documents), _meta(ranking, version)
     return msgspec.json.encode(RerankResponse(id=_request_id(), results=results, meta=meta))
 
 
@@ -145,7 +163,7 @@ def _route_arguments(request: Request[Any, Any, Any]) -> tuple[str, str, ReadBod
     return headers.get("authorization", ""), headers.get("content-type", ""), read_body
 
 
-def _as_object(document: Any) -> dict[str, Any]:
+def _as_object(document: Document) -> dict[str, Any]:
     return {"text": document} if isinstance(document, str) else dict(document)
 
 
@@ -214,23 +232,54 @@ class RerankApi:
         return key
 
     async def v1(self, authorization: str, content_type: str, read_body: ReadBody) -> bytes:
-        """Cohere v1; `/rerank` serves the same contract for Jina/vLLM-style clients."""
+        """Cohere v1."""
         key = self.authenticate(authorization)
         body = await _decode(content_type, read_body, V1RerankRequest)
+        self._reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
+        max_chunks = self._reranker.chunks_per_doc(body.max_chunks_per_doc)
+        ranking = await self._rank_v1(key, body, self._settings.max_tokens_per_doc, max_chunks)
+        return _ranked(ranking, "1", body.documents if body.return_documents else None)
+
+    async def jina(self, authorization: str, content_type: str, read_body: ReadBody) -> bytes:
+        """`/rerank`, for Jina/vLLM-style clients: the v1 contract, documents returned unless asked not to,
+        ``max_tokens_per_doc`` truncating as vLLM's route does, and ``model`` and ``usage`` in the answer."""
+        key = self.authenticate(authorization)
+        body = await _decode(content_type, read_body, JinaRerankRequest)
         reranker = self._reranker
         reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
-        max_chunks = reranker.chunks_per_doc(body.max_chunks_per_doc)
-        ranking = await reranker.rank(
+        if body.max_tokens_per_doc is None:
+            chunk_tokens = self._settings.max_tokens_per_doc
+            max_chunks = reranker.chunks_per_doc(body.max_chunks_per_doc)
+        else:
+            reranker.check_positive("max_tokens_per_doc", body.max_tokens_per_doc)
+            if body.max_chunks_per_doc is not None:
+                raise invalid("send max_tokens_per_doc (truncate) or max_chunks_per_doc (split), not both")
+            chunk_tokens, max_chunks = body.max_tokens_per_doc, 1
+        ranking = await self._rank_v1(key, body, chunk_tokens, max_chunks)
+        answer = JinaRerankResponse(
+            id=_request_id(),
+            model=body.model or self._settings.served_model_name,
+            results=_results(ranking, None if body.return_documents is False else body.documents),
+            usage=Usage(prompt_tokens=ranking.input_tokens, total_tokens=ranking.input_tokens),
+            meta=_meta(ranking, "1"),
+        )
+        return msgspec.json.encode(answer)
+
+    async def _rank_v1(
+        self, key: ApiKey, body: V1RerankRequest, chunk_tokens: int, max_chunks: int
+    ) -> Ranking:
+        reranker = self._reranker
+        return await reranker.rank(
             key=key,
             query=body.query,
             texts=reranker.render_v1(body.documents, body.rank_fields),
             instruction=reranker.instruction(body.instruction),
             top_n=body.top_n,
-            chunk_tokens=self._settings.max_tokens_per_doc,
+            chunk_tokens=chunk_tokens,
             max_chunks=max_chunks,
             use_cache=body.cache,
+            score_threshold=body.score_threshold,
         )
-        return _ranked(ranking, "1", body.documents if body.return_documents else None)
 
     async def v2(self, authorization: str, content_type: str, read_body: ReadBody) -> bytes:
         key = self.authenticate(authorization)
@@ -249,6 +298,7 @@ class RerankApi:
             chunk_tokens=body.max_tokens_per_doc or self._settings.max_tokens_per_doc,
             max_chunks=1,
             use_cache=body.cache,
+            score_threshold=body.score_threshold,
         )
         return _ranked(ranking, "2", None)
 
@@ -264,10 +314,13 @@ def create_app(settings: Settings) -> Litestar:
 
     api = RerankApi(settings, keyring, reranker)
 
-    @post(["/v1/rerank", "/rerank"], status_code=200)
+    @post("/v1/rerank", status_code=200)
     async def rerank_v1(request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Cohere v1; `/rerank` serves the same contract for Jina/vLLM-style clients."""
         return _ok(await api.v1(*_route_arguments(request)))
+
+    @post("/rerank", status_code=200)
+    async def rerank_jina(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return _ok(await api.jina(*_route_arguments(request)))
 
     @post("/v2/rerank", status_code=200)
     async def rerank_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -327,7 +380,7 @@ def create_app(settings: Settings) -> Litestar:
                 metrics.close()
 
     app = Litestar(
-        route_handlers=[rerank_v1, rerank_v2, models, health, ready, openapi_json, docs],
+        route_handlers=[rerank_v1, rerank_jina, rerank_v2, models, health, ready, openapi_json, docs],
         exception_handlers={
             ApiError: _on_error,
             HTTPException: _on_http_exception,
@@ -341,7 +394,7 @@ def create_app(settings: Settings) -> Litestar:
     )
     fast = FastRoutes(
         app.asgi_handler,
-        {"/v1/rerank": api.v1, "/rerank": api.v1, "/v2/rerank": api.v2},
+        {"/v1/rerank": api.v1, "/rerank": api.jina, "/v2/rerank": api.v2},
         max_body=settings.max_body_bytes,
         render=_render,
     )

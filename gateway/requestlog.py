@@ -42,6 +42,7 @@ class RequestRecord:
     top_n: int | None = None
     chunks: int | None = None
     search_units: int | None = None
+    input_tokens: int | None = None  # meta.tokens.input_tokens of the answer
     limit: str | None = None  # the rate-limit decision: admitted, limited:<kind>, fail_open, unlimited
     # Pairs (chunks) by where their score came from: a cache tier, another request's call, our own vLLM call.
     cache_hits: int | None = None

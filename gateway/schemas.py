@@ -1,5 +1,6 @@
 """Wire types. Requests decode strictly (no type coercion); unknown fields are ignored so that newer SDKs
-keep working. Optional fields accept ``null`` as "not given", as Cohere does.
+and other frameworks' clients keep working (README "API" lists the ones we know of and what we do with them).
+Optional fields accept ``null`` as "not given", as Cohere does.
 
 The descriptions are the API reference: the OpenAPI document (gateway/apidoc) is generated from these types.
 """
@@ -23,6 +24,9 @@ Model = Annotated[
     _doc("The served model's name or an alias (GET /v1/models lists them); absent: the served model."),
 ]
 TopN = Annotated[int | None, _doc("Return only the best N results (at least 1); absent: every document.")]
+ScoreThreshold = Annotated[
+    float | None, _doc("Leave out results whose `relevance_score` is below this (Dify sends it).")
+]
 Instruction = Annotated[
     str | None,
     _doc(
@@ -34,7 +38,7 @@ Cache = Annotated[bool | None, _doc("Extension: false skips the pair-score cache
 
 
 class V1RerankRequest(msgspec.Struct, kw_only=True):
-    """Cohere v1 (`/v1/rerank`, also served at `/rerank`)."""
+    """Cohere v1 (`/v1/rerank`)."""
 
     query: Query
     documents: Annotated[
@@ -57,8 +61,18 @@ class V1RerankRequest(msgspec.Struct, kw_only=True):
         int | None,
         _doc("Long documents are split into chunks and score as their best chunk; at most this many (1-10)."),
     ] = None
+    score_threshold: ScoreThreshold = None
     instruction: Instruction = None  # extension: overrides the deployment's default instruction
     cache: Cache = None  # extension: false skips the score cache for this request
+
+
+class JinaRerankRequest(V1RerankRequest, kw_only=True):
+    """`/rerank`, as Jina's API and vLLM's own route take it: v1's fields, documents returned unless
+    `return_documents` is false, and vLLM's `max_tokens_per_doc` (truncate instead of chunking)."""
+
+    max_tokens_per_doc: Annotated[
+        int | None, _doc("Truncate each document to this many tokens instead of chunking it (vLLM's).")
+    ] = None
 
 
 class RelevantSpans(msgspec.Struct):
@@ -85,6 +99,7 @@ class V2RerankRequest(msgspec.Struct, kw_only=True):
     relevant_spans: Annotated[
         RelevantSpans | None, _doc("Only `disabled` is supported; `enabled` is a 400.")
     ] = None
+    score_threshold: ScoreThreshold = None
     instruction: Instruction = None
     cache: Cache = None
 
@@ -99,9 +114,16 @@ class BilledUnits(msgspec.Struct):
     ]
 
 
+class Tokens(msgspec.Struct):
+    input_tokens: Annotated[
+        int, _doc("Tokens of every prompt scored for this request, as vLLM counts them; cache hits count.")
+    ]
+
+
 class Meta(msgspec.Struct):
     api_version: ApiVersion
     billed_units: BilledUnits
+    tokens: Tokens
 
 
 class Result(msgspec.Struct, omit_defaults=True):
@@ -118,6 +140,23 @@ class RerankResponse(msgspec.Struct):
 
     id: str
     results: list[Result]
+    meta: Meta
+
+
+class Usage(msgspec.Struct):
+    """vLLM's and Jina's usage block: a reranker has no output, so both counts are the input tokens."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class JinaRerankResponse(msgspec.Struct):
+    """`/rerank`: Cohere's shape plus what Jina/vLLM-style readers look for (`model`, `usage`)."""
+
+    id: str
+    model: str
+    results: list[Result]
+    usage: Usage
     meta: Meta
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import msgspec
 
@@ -26,8 +27,21 @@ class _ScoreItem(msgspec.Struct):
     score: float
 
 
+class _Usage(msgspec.Struct):
+    prompt_tokens: int
+
+
 class _ScoreResponse(msgspec.Struct):
     data: list[_ScoreItem]
+    usage: _Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """vLLM's answer for a batch of pairs: a score per pair in the order sent, and the prompts' tokens."""
+
+    scores: list[float]
+    prompt_tokens: int
 
 
 class _ScoreRequest(msgspec.Struct):
@@ -69,7 +83,7 @@ class Upstream:
     async def aclose(self) -> None:
         await self._pool.aclose()
 
-    async def score(self, query: str, documents: list[str], instruction: str) -> list[float]:
+    async def score(self, query: str, documents: list[str], instruction: str) -> Scores:
         body = _encoder.encode(_ScoreRequest(self._model, query, documents, instruction))
         record = current_record()
         started = time.perf_counter()
@@ -106,12 +120,13 @@ class Upstream:
         return status == 200
 
 
-def _scores(record: RequestRecord | None, content: bytes, expected: int) -> list[float]:
+def _scores(record: RequestRecord | None, content: bytes, expected: int) -> Scores:
     try:
-        items = _score_decoder.decode(content).data
+        answer = _score_decoder.decode(content)
     except msgspec.DecodeError:
         error = ApiError(ErrorKind.UPSTREAM_ERROR, "the model server sent an unreadable answer")
         raise _failed(record, "bad_answer", error) from None
+    items = answer.data
     scores: list[float | None] = [None] * expected
     for item in items:
         if 0 <= item.index < expected:
@@ -120,7 +135,7 @@ def _scores(record: RequestRecord | None, content: bytes, expected: int) -> list
     if len(items) != expected or len(complete) != expected:
         error = ApiError(ErrorKind.UPSTREAM_ERROR, "the model server returned an incomplete answer")
         raise _failed(record, "bad_answer", error)
-    return complete
+    return Scores(complete, answer.usage.prompt_tokens)
 
 
 # What an error status from vLLM counts as in rerank_upstream_failures_total.

@@ -14,7 +14,14 @@ from typing import Any
 import msgspec
 
 from gateway.errors import STATUS, ErrorBody, ErrorKind
-from gateway.schemas import ModelList, RerankResponse, V1RerankRequest, V2RerankRequest
+from gateway.schemas import (
+    JinaRerankRequest,
+    JinaRerankResponse,
+    ModelList,
+    RerankResponse,
+    V1RerankRequest,
+    V2RerankRequest,
+)
 
 REF = "#/components/schemas/{name}"
 
@@ -97,10 +104,13 @@ _EXAMPLES = {
         "return_documents": True,
     },
     "V2RerankRequest": {"query": "lightweight laptop for travel", "documents": _PRODUCTS, "top_n": 2},
+    "JinaRerankRequest": {"query": "lightweight laptop for travel", "documents": _PRODUCTS, "top_n": 2},
 }
 
 
-def _rerank(summary: str, description: str, request: str, model: str) -> dict[str, Any]:
+def _rerank(
+    summary: str, description: str, request: str, model: str, response: str = "RerankResponse"
+) -> dict[str, Any]:
     example = {**_EXAMPLES[request], "model": model}
     return {
         "post": {
@@ -116,7 +126,7 @@ def _rerank(summary: str, description: str, request: str, model: str) -> dict[st
                 "200": {
                     "description": "The documents' indices and scores, best first.",
                     "headers": {**_HEADERS, **_RATE_LIMIT_HEADERS},
-                    "content": _json(_ref("RerankResponse")),
+                    "content": _json(_ref(response)),
                 },
                 **_errors(_RERANK),
             },
@@ -154,23 +164,34 @@ def _constrain(schema: dict[str, Any], **constraints: Any) -> None:
 
 def _limits(schemas: dict[str, Any], limits: Limits) -> None:
     not_blank = {"minLength": 1, "pattern": r"\S"}
-    for request in ("V1RerankRequest", "V2RerankRequest"):
+    for request in ("V1RerankRequest", "JinaRerankRequest", "V2RerankRequest"):
         fields = schemas[request]["properties"]
         _constrain(fields["model"], enum=list(limits.model_names))
         _constrain(fields["query"], maxLength=limits.max_query_chars, **not_blank)
         _constrain(fields["instruction"], maxLength=limits.max_instruction_chars, **not_blank)
         _constrain(fields["documents"], minItems=1, maxItems=limits.max_documents)
         _constrain(fields["top_n"], minimum=1)
-    v1 = schemas["V1RerankRequest"]["properties"]
-    _constrain(v1["max_chunks_per_doc"], minimum=1, maximum=limits.max_chunks_per_doc)
-    _constrain(v1["rank_fields"], minItems=1)
-    _constrain(schemas["V2RerankRequest"]["properties"]["max_tokens_per_doc"], minimum=1)
+    for request in ("V1RerankRequest", "JinaRerankRequest"):
+        fields = schemas[request]["properties"]
+        _constrain(fields["max_chunks_per_doc"], minimum=1, maximum=limits.max_chunks_per_doc)
+        _constrain(fields["rank_fields"], minItems=1)
+    for request in ("JinaRerankRequest", "V2RerankRequest"):
+        _constrain(schemas[request]["properties"]["max_tokens_per_doc"], minimum=1)
 
 
 def openapi(*, title: str, version: str, limits: Limits) -> dict[str, Any]:
     """The document for a deployment with these ``limits``."""
     _, schemas = msgspec.json.schema_components(
-        [V1RerankRequest, V2RerankRequest, RerankResponse, ModelList, ErrorBody], ref_template=REF
+        [
+            V1RerankRequest,
+            JinaRerankRequest,
+            V2RerankRequest,
+            RerankResponse,
+            JinaRerankResponse,
+            ModelList,
+            ErrorBody,
+        ],
+        ref_template=REF,
     )
     schemas["ErrorBody"]["description"] = "Cohere's error shape: `id` is the request id, `message` says why."
     _limits(schemas, limits)
@@ -199,9 +220,11 @@ def openapi(*, title: str, version: str, limits: Limits) -> dict[str, Any]:
             ),
             "/rerank": _rerank(
                 "Rerank (Jina and vLLM style)",
-                "The v1 contract at the path Jina- and vLLM-style clients call.",
-                "V1RerankRequest",
+                "The v1 contract at the path Jina- and vLLM-style clients call, answered with `model` and "
+                "`usage` too, and documents unless `return_documents` is false.",
+                "JinaRerankRequest",
                 limits.model_names[0],
+                "JinaRerankResponse",
             ),
             "/v2/rerank": _rerank(
                 "Rerank (Cohere v2)",
