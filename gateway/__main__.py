@@ -35,14 +35,18 @@ def _configuration() -> Settings | None:
 
 
 def _serve() -> int:
-    # Workers write their metric values to files here (prometheus-client's multiprocess mode). granian forks
-    # them from this process, and prometheus-client picks its storage when first imported, so the variable
-    # is set before anything imports it. A fresh directory: files left by an earlier run would add old counts.
+    settings = _configuration()
+    if settings is None:
+        return 2
+    if not settings.metrics_port:
+        _granian(settings)
+        return 0
+    # Workers write their totals here (gateway/observe/metrics.py); they read the directory from the
+    # environment they inherit. A fresh one per start: files from an earlier run would add old counts.
     metrics_dir = Path(tempfile.mkdtemp(prefix="rerank-metrics-"))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ["RERANK_METRICS_DIR"] = str(metrics_dir)
     try:
-        settings = _configuration()
-        if settings is None or (settings.metrics_port and not _serve_metrics(settings, metrics_dir)):
+        if not _serve_metrics(settings, metrics_dir):
             return 2
         _granian(settings)
         return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
 from gateway.fastpath import FastRoutes, ReadBody
 from gateway.keys import ApiKey, KeyRing
 from gateway.limits import Limiter, LimitStore, MemoryStore, RedisStore
-from gateway.observe.metrics import Metrics
+from gateway.observe.metrics import FLUSH_INTERVAL_S, Metrics
 from gateway.requestlog import RequestLog, current_record, new_request_id
 from gateway.rerank import Ranking, Reranker
 from gateway.schemas import (
@@ -303,6 +304,16 @@ class RerankApi:
         return _ranked(ranking, "2", None)
 
 
+async def _flush_every(metrics: Metrics) -> None:
+    """The worker's totals to the metrics port's directory, once a second (metrics.py says why)."""
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL_S)
+        try:
+            metrics.flush()
+        except OSError as exc:  # a full or vanished directory costs freshness, never a request
+            _log.warning("metrics_flush_failed", error=str(exc))
+
+
 def create_app(settings: Settings) -> Litestar:
     """Build the gateway. Tests put fault-injecting vLLM stand-ins on the wire (RERANK_UPSTREAM_URL)."""
     keyring = load_keyring(settings)
@@ -362,11 +373,12 @@ def create_app(settings: Settings) -> Litestar:
             )
         return _json({"status": "ready"})
 
-    metrics = Metrics() if settings.metrics_port else None
-    in_flight = InFlight(metrics.in_flight if metrics else None)
+    in_flight = InFlight()
+    metrics = Metrics(lambda: in_flight.count, settings.metrics_dir) if settings.metrics_port else None
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        flushing = asyncio.create_task(_flush_every(metrics)) if metrics is not None else None
         try:
             yield
         finally:
@@ -376,8 +388,9 @@ def create_app(settings: Settings) -> Litestar:
             await upstream.aclose()
             await cache.aclose()
             await limiter.aclose()
-            if metrics is not None:
-                metrics.close()
+            if flushing is not None and metrics is not None:
+                flushing.cancel()
+                metrics.flush()  # the last requests count too
 
     app = Litestar(
         route_handlers=[rerank_v1, rerank_jina, rerank_v2, models, health, ready, openapi_json, docs],

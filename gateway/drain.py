@@ -10,15 +10,12 @@ import asyncio
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
-from prometheus_client import Gauge
 
 
 class InFlight:
-    """Counts HTTP requests from their first byte to their last, through the ASGI app it wraps; ``gauge``
-    (rerank_requests_in_flight) follows the count."""
+    """Counts HTTP requests from their first byte to their last, through the ASGI app it wraps."""
 
-    def __init__(self, gauge: Gauge | None = None) -> None:
-        self._gauge = gauge
+    def __init__(self) -> None:
         self._count = 0
         self._idle: asyncio.Event | None = None  # made in the serving loop, on first use
 
@@ -40,14 +37,10 @@ class InFlight:
                 return
             self._count += 1
             self._event().clear()
-            if self._gauge is not None:
-                self._gauge.inc()
             try:
                 await app(scope, receive, send)
             finally:
                 self._count -= 1
-                if self._gauge is not None:
-                    self._gauge.dec()
                 if self._count == 0:
                     self._event().set()
 

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     # Prometheus scrapes this port, never the API's: per-key usage is no other tenant's business.
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 turns the metrics port off")
     metrics_host: str = "0.0.0.0"  # noqa: S104  # Prometheus scrapes the pod IP
+    metrics_dir: Path | None = Field(default=None, description="set by `serve` for its workers, not by hand")
 
     # The model behind us
     upstream_url: str = "http://127.0.0.1:8001"

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.observe.metrics import HELP, LATENCY_BUCKETS
+from gateway.observe.metrics import FLUSH_INTERVAL_S, HELP, LATENCY_BUCKETS
 from tests.conftest import Gateway, Keys, Redis, Vllm, gateway_env
 from tests.procs import Service, free_port, start_gateway, wait_http
 
@@ -32,6 +32,17 @@ def scrape(metrics_url: str) -> str:
     response = httpx.get(f"{metrics_url}/metrics", timeout=10)
     assert response.status_code == 200
     return response.text
+
+
+def settled(metrics_url: str, sample: str, expected: float, **labels: str) -> str:
+    """A scrape in which ``sample`` has reached ``expected``: workers write their totals once a second
+    (gateway/observe/metrics.py), so a scrape right after a request may be up to a second behind."""
+    deadline = time.monotonic() + 5 * FLUSH_INTERVAL_S
+    while True:
+        text = scrape(metrics_url)
+        if value(text, sample, **labels) >= expected or time.monotonic() > deadline:
+            return text
+        time.sleep(FLUSH_INTERVAL_S / 4)
 
 
 def value(text: str, sample: str, **labels: str) -> float:
@@ -66,11 +77,14 @@ def test_the_metrics_port_serves_metrics_and_nothing_else(gateway: Gateway) -> N
 
 
 def test_requests_are_counted_by_route_status_and_key(gateway: Gateway, api_keys: Keys) -> None:
+    time.sleep(FLUSH_INTERVAL_S * 1.5)  # earlier tests' requests are all in the files
     before = scrape(gateway.metrics_url)
     for _ in range(3):
         assert rerank(gateway.url, api_keys["shop-b"]).status_code == 200
     assert rerank(gateway.url, "rk_not-a-key").status_code == 401
-    after = scrape(gateway.metrics_url)
+    unauthorized = {"route": "/v2/rerank", "status": "401", "key_id": "-"}
+    expected = value(before, "rerank_requests_total", **unauthorized) + 1
+    after = settled(gateway.metrics_url, "rerank_requests_total", expected, **unauthorized)
 
     def delta(sample: str, **labels: str) -> float:
         return value(after, sample, **labels) - value(before, sample, **labels)
@@ -98,9 +112,10 @@ def test_requests_are_counted_by_route_status_and_key(gateway: Gateway, api_keys
 
 
 def test_every_gateway_family_has_its_help_text(gateway: Gateway, api_keys: Keys) -> None:
-    """The multiprocess files keep no help; the scrape puts ours back."""
-    assert rerank(gateway.url, api_keys["shop-a"]).status_code == 200  # every family has a sample now
-    families = {f.name: f.documentation for f in text_string_to_metric_families(scrape(gateway.metrics_url))}
+    """Summing the workers' files keeps each family's type and help."""
+    assert rerank(gateway.url, api_keys["shop-a"]).status_code == 200
+    text = settled(gateway.metrics_url, "rerank_rate_limit_decisions_total", 1)  # every family has samples
+    families = {f.name: f.documentation for f in text_string_to_metric_families(text)}
     for name, help_text in HELP.items():
         assert families[name] == help_text, name
 
@@ -146,7 +161,8 @@ def test_upstream_failures_are_counted_by_kind(model_dir: Path, api_keys: Keys, 
     service, url = start_gateway("metrics-dead-upstream", artifacts, gateway_env(model_dir, api_keys, dead))
     try:
         assert rerank(url, api_keys["shop-a"]).status_code == 503
-        text = scrape(f"http://127.0.0.1:{service.env['RERANK_METRICS_PORT']}")
+        metrics_url = f"http://127.0.0.1:{service.env['RERANK_METRICS_PORT']}"
+        text = settled(metrics_url, "rerank_upstream_failures_total", 1, kind="unavailable")
         assert value(text, "rerank_upstream_failures_total", kind="unavailable") == 1
         assert value(text, "rerank_requests_total", status="503", key_id="shop-a") == 1
         # The scrape still answers, and says why vLLM's families are absent.
@@ -166,7 +182,7 @@ def test_counters_sum_across_two_workers(
         RERANK_WORKERS="2",
         RERANK_RATE_LIMIT_STORE="redis",
         RERANK_REDIS_URL=redis_server.url,
-        TMPDIR=str(tmp_path),  # where the gateway makes its multiprocess directory, so the test can look
+        TMPDIR=str(tmp_path),  # where the gateway makes its workers' directory, so the test can look
     )
     service, url = start_gateway("metrics-two-workers", artifacts, env)
     sent = 60
@@ -181,15 +197,17 @@ def test_counters_sum_across_two_workers(
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(one, range(sent)))
         assert statuses == [200] * sent
-        text = scrape(f"http://127.0.0.1:{service.env['RERANK_METRICS_PORT']}")
-        assert value(text, "rerank_requests_total", route="/v2/rerank", key_id="shop-a") == sent
+        metrics_url = f"http://127.0.0.1:{service.env['RERANK_METRICS_PORT']}"
+        counted = {"route": "/v2/rerank", "key_id": "shop-a"}
+        text = settled(metrics_url, "rerank_requests_total", sent, **counted)
+        assert value(text, "rerank_requests_total", **counted) == sent
         assert value(text, "rerank_request_duration_seconds_count", route="/v2/rerank") == sent
         assert value(text, "rerank_requests_in_flight") == 0
-        writers = {path.stem.split("_")[-1] for path in tmp_path.glob("rerank-metrics-*/counter_*.db")}
+        writers = {path.name for path in tmp_path.glob("rerank-metrics-*/worker-*.prom")}
         assert len(writers) == 2, f"expected both workers to have counted: {writers}"
     finally:
         service.stop()
-    assert not list(tmp_path.glob("rerank-metrics-*")), "the multiprocess directory outlived the gateway"
+    assert not list(tmp_path.glob("rerank-metrics-*")), "the workers' directory outlived the gateway"
 
 
 # --- a real Prometheus ------------------------------------------------------------------------------
@@ -241,6 +259,7 @@ def test_prometheus_scrapes_requests_by_key_and_vllm_series(
     sent = 4
     for _ in range(sent):
         assert rerank(gateway.url, api_keys["shop-a"]).status_code == 200
+    time.sleep(FLUSH_INTERVAL_S * 1.5)  # in the worker's file now
     counted = scrape(gateway.metrics_url)
     expected = value(counted, "rerank_requests_total", key_id="shop-a")  # earlier tests' requests count too
     assert expected >= sent

@@ -1,17 +1,30 @@
-"""The gateway's Prometheus instruments, fed once per request from the record its log line is made of.
+"""The gateway's Prometheus metrics, counted once per request from the record its log line is made of.
 
-granian serves from worker processes even with one worker, so values always cross processes: every worker
-writes them to files in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode) and the metrics
-port in the supervising process (scrape.py) sums the files on each scrape. ``serve`` sets the directory
-before any worker starts; without it (tests, other servers) the values live in this process.
+granian serves from worker processes (even with one worker), and the metrics port lives in the supervising
+process (scrape.py), so values must cross processes. prometheus-client's multiprocess mode does that with a
+locked mmap write per increment: about 33 us per request for the families below, a fifth of the gateway's
+own cost per request (docs/benchmarks.md, "Metrics overhead"). Instead each worker counts in plain Python
+(about 4 us) and, once a second and when it stops, writes its totals with prometheus-client's own
+exposition (``write_to_textfile``, atomic) to ``<RERANK_METRICS_DIR>/worker-<pid>.prom``; the metrics port
+sums the files on each scrape. A scrape is at most a second behind.
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from gateway.requestlog import RequestRecord
 
@@ -22,10 +35,11 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 UPSTREAM_FAILURES = ("timeout", "unavailable", "pool_full", "rejected", "error", "bad_answer")
+CACHE_RESULTS = ("hit", "coalesced", "miss")
 NO_KEY = "-"  # key_id of a request that presented no valid key (no key id can start with "-")
+FLUSH_INTERVAL_S = 1.0
+WORKER_FILE = "worker-{pid}.prom"
 
-# Every family's help text, by family name. The scrape (scrape.py) puts them back on the summed families:
-# prometheus-client's multiprocess files keep values, not help.
 HELP = {
     "rerank_requests": "Requests answered, by route, HTTP status and API key id (- when no valid key).",
     "rerank_request_duration_seconds": "Time from a request's first byte to its answer, in the gateway.",
@@ -45,89 +59,120 @@ HELP = {
 }
 
 
-def _counter(name: str, labels: list[str], registry: CollectorRegistry) -> Counter:
-    return Counter(name, HELP[name], labels, registry=registry)
+class _Histogram:
+    """Bucket counts (not cumulative; the last is +Inf) and the sum: one bisect and two additions."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le is inclusive, as Prometheus defines it
+        self.total += value
+
+    def add_to(self, family: HistogramMetricFamily, labels: list[str]) -> None:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+        family.add_metric(labels, buckets, self.total)
 
 
-def _histogram(
-    name: str, labels: list[str], buckets: tuple[float, ...], registry: CollectorRegistry
-) -> Histogram:
-    return Histogram(name, HELP[name], labels, buckets=buckets, registry=registry)
+def _counter(name: str, labels: list[str], values: dict[tuple[str, ...], float]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, HELP[name], labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
 
 
-class Metrics:
-    """One worker's instruments. Labels stay bounded: routes come from the route table (unknown paths are
-    ``unmatched``), key ids from the keys file, kinds from fixed lists."""
+class Metrics(Collector):
+    """One worker's counts, and the collector that turns them into families. Labels stay bounded: routes
+    come from the route table (unknown paths are ``unmatched``), key ids from the keys file, kinds from
+    fixed lists. ``in_flight`` reads the worker's count of requests in progress (gateway/drain.py)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = registry if registry is not None else CollectorRegistry(auto_describe=False)
-        self.requests = _counter("rerank_requests", ["route", "status", "key_id"], r)
-        self.request_seconds = _histogram("rerank_request_duration_seconds", ["route"], LATENCY_BUCKETS, r)
-        self.upstream_seconds = _histogram("rerank_upstream_duration_seconds", ["route"], LATENCY_BUCKETS, r)
-        self.gateway_seconds = _histogram("rerank_gateway_duration_seconds", ["route"], LATENCY_BUCKETS, r)
-        self.documents = _histogram("rerank_request_documents", [], SIZE_BUCKETS, r)
-        self.chunks = _histogram("rerank_request_chunks", [], SIZE_BUCKETS, r)
-        self.search_units = _histogram("rerank_request_search_units", [], SIZE_BUCKETS, r)
-        self.search_units_by_key = _counter("rerank_search_units", ["key_id"], r)
-        self.rate_limit = _counter("rerank_rate_limit_decisions", ["key_id", "decision", "limit"], r)
-        self.upstream_failures = _counter("rerank_upstream_failures", ["kind"], r)
-        self.cache_pairs = _counter("rerank_score_cache_pairs", ["result"], r)
-        self.in_flight = Gauge(
-            "rerank_requests_in_flight",
-            HELP["rerank_requests_in_flight"],
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        # labels() validates and locks on every call; the hot path looks its children up here instead.
-        self._request_children: dict[tuple[str, int, str], Counter] = {}
-        self._route_children: dict[str, tuple[Histogram, Histogram, Histogram]] = {}
-        for kind in UPSTREAM_FAILURES:  # zero from the start, so rate() and alerts see the first failure
-            self.upstream_failures.labels(kind)
-        self._cache_children = tuple(self.cache_pairs.labels(kind) for kind in ("hit", "coalesced", "miss"))
+    def __init__(self, in_flight: Callable[[], int], directory: Path | None = None) -> None:
+        self._in_flight = in_flight
+        self._file = directory / WORKER_FILE.format(pid=os.getpid()) if directory is not None else None
+        self._requests: dict[tuple[str, ...], float] = {}
+        self._latency: dict[str, tuple[_Histogram, _Histogram, _Histogram]] = {}
+        self._documents = _Histogram(SIZE_BUCKETS)
+        self._chunks = _Histogram(SIZE_BUCKETS)
+        self._search_units = _Histogram(SIZE_BUCKETS)
+        self._units_by_key: dict[tuple[str, ...], float] = {}
+        self._rate_limit: dict[tuple[str, ...], float] = {}
+        # Zero from the start, so that rate() and alerts see the first failure.
+        self._upstream_failures: dict[tuple[str, ...], float] = {(kind,): 0 for kind in UPSTREAM_FAILURES}
+        self._cache_pairs = [0, 0, 0]
 
     def observe(self, record: RequestRecord) -> None:
         """Everything one finished request contributes; called by the request log after its line."""
         key_id = record.key_id or NO_KEY
-        counter_key = (record.route, record.status, key_id)
-        counter = self._request_children.get(counter_key)
-        if counter is None:
-            counter = self.requests.labels(record.route, str(record.status), key_id)
-            self._request_children[counter_key] = counter
-        counter.inc()
-        timers = self._route_children.get(record.route)
+        route = record.route
+        counted = (route, str(record.status), key_id)
+        self._requests[counted] = self._requests.get(counted, 0) + 1
+        timers = self._latency.get(route)
         if timers is None:
-            route = record.route
-            timers = (
-                self.request_seconds.labels(route),
-                self.upstream_seconds.labels(route),
-                self.gateway_seconds.labels(route),
-            )
-            self._route_children[route] = timers
+            timers = (_Histogram(LATENCY_BUCKETS), _Histogram(LATENCY_BUCKETS), _Histogram(LATENCY_BUCKETS))
+            self._latency[route] = timers
         total, upstream, gateway = timers
         total.observe(record.duration_ms / 1000)
         if record.upstream_ms > 0:
             upstream.observe(record.upstream_ms / 1000)
         gateway.observe(max(record.duration_ms - record.upstream_ms, 0.0) / 1000)
         if record.documents is not None:
-            self.documents.observe(record.documents)
+            self._documents.observe(record.documents)
         if record.chunks is not None:
-            self.chunks.observe(record.chunks)
+            self._chunks.observe(record.chunks)
         if record.search_units is not None and record.status < 400:
-            self.search_units.observe(record.search_units)
-            self.search_units_by_key.labels(key_id).inc(record.search_units)
+            self._search_units.observe(record.search_units)
+            self._units_by_key[(key_id,)] = self._units_by_key.get((key_id,), 0) + record.search_units
         if record.limit is not None:
             decision, _, kind = record.limit.partition(":")
-            self.rate_limit.labels(key_id, "refused" if decision == "limited" else decision, kind).inc()
+            decided = (key_id, "refused" if decision == "limited" else decision, kind)
+            self._rate_limit[decided] = self._rate_limit.get(decided, 0) + 1
         if record.upstream_error is not None:
-            self.upstream_failures.labels(record.upstream_error).inc()
+            failed = (record.upstream_error,)
+            self._upstream_failures[failed] = self._upstream_failures.get(failed, 0) + 1
         if record.cache_misses is not None:
-            hits, coalesced, misses = self._cache_children
-            hits.inc(record.cache_hits or 0)
-            coalesced.inc(record.cache_shared or 0)
-            misses.inc(record.cache_misses)
+            pairs = self._cache_pairs
+            pairs[0] += record.cache_hits or 0
+            pairs[1] += record.cache_shared or 0
+            pairs[2] += record.cache_misses
 
-    @staticmethod
-    def close() -> None:
-        """A worker that stops takes its in-flight gauge with it (its counters stay in the sums)."""
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            prometheus_multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+    def collect(self) -> Iterator[Metric]:
+        yield _counter("rerank_requests", ["route", "status", "key_id"], self._requests)
+        names = ("rerank_request_duration_seconds", "rerank_upstream_duration_seconds",
+                 "rerank_gateway_duration_seconds")  # fmt: skip
+        for position, name in enumerate(names):
+            latency = HistogramMetricFamily(name, HELP[name], labels=["route"])
+            for route, timers in self._latency.items():
+                timers[position].add_to(latency, [route])
+            yield latency
+        for name, histogram in (
+            ("rerank_request_documents", self._documents),
+            ("rerank_request_chunks", self._chunks),
+            ("rerank_request_search_units", self._search_units),
+        ):
+            sizes = HistogramMetricFamily(name, HELP[name], labels=[])
+            histogram.add_to(sizes, [])
+            yield sizes
+        yield _counter("rerank_search_units", ["key_id"], self._units_by_key)
+        yield _counter("rerank_rate_limit_decisions", ["key_id", "decision", "limit"], self._rate_limit)
+        yield _counter("rerank_upstream_failures", ["kind"], self._upstream_failures)
+        pairs: dict[tuple[str, ...], float] = {
+            (result,): float(n) for result, n in zip(CACHE_RESULTS, self._cache_pairs, strict=True)
+        }
+        yield _counter("rerank_score_cache_pairs", ["result"], pairs)
+        name = "rerank_requests_in_flight"
+        yield GaugeMetricFamily(name, HELP[name], value=self._in_flight())
+
+    def flush(self) -> None:
+        """This worker's totals to its file (atomically: written aside, then renamed over the old one)."""
+        if self._file is None:
+            return
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        write_to_textfile(str(self._file), registry)

@@ -1,13 +1,14 @@
 """The metrics port: one scrape with every worker's values, vLLM's own ``vllm:*`` families and build info.
 
 It runs in the supervising process (``python -m gateway serve``), beside granian's workers rather than in
-one of them, so a scrape always sees all workers (prometheus-client's multiprocess files, metrics.py) and
+one of them, so a scrape always sees all workers (the files they write, metrics.py) and
 the API port never serves ``/metrics``. vLLM stays on loopback: its families are read from it at scrape
 time and passed on unchanged in name and labels, so vLLM's published dashboards work on this scrape.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -19,12 +20,11 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from gateway import package_version
-from gateway.observe.metrics import HELP
+from gateway.observe.metrics import WORKER_FILE
 from model_setup.fetch import FetchError, read_manifest
 
 VLLM_PREFIX = "vllm:"
@@ -76,21 +76,50 @@ class BuildInfo(Collector):
 
 
 class Workers(Collector):
-    """Every worker's values, summed from the multiprocess files, with their help texts put back."""
+    """Every worker's families (metrics.py writes one file per worker), summed sample by sample. A gauge
+    counts only for workers still alive; a counter keeps what a stopped worker counted, so totals never
+    go down while the server runs."""
 
-    def __init__(self, multiprocess_dir: Path) -> None:
-        self._files = MultiProcessCollector(None, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
 
     def collect(self) -> Iterator[Metric]:
-        for family in self._files.collect():  # type: ignore[no-untyped-call]
-            family.documentation = HELP.get(family.name, family.documentation)
+        merged: dict[str, Metric] = {}
+        values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        for path in sorted(self._directory.glob(WORKER_FILE.format(pid="*"))):
+            alive = _alive(int(path.stem.removeprefix("worker-")))
+            try:
+                text = path.read_text()
+            except FileNotFoundError:  # renamed over at this instant: the next scrape has it
+                continue
+            for family in text_string_to_metric_families(text):
+                if family.type == "gauge" and not alive:
+                    continue
+                merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                sums = values.setdefault(family.name, {})
+                for sample in family.samples:
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    sums[key] = sums.get(key, 0.0) + sample.value
+        for name, family in merged.items():
+            for (sample_name, labels), value in values[name].items():
+                family.add_sample(sample_name, dict(labels), value)
             yield family
 
 
-def registry(multiprocess_dir: Path, collectors: Iterable[Collector]) -> CollectorRegistry:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process now holds the number: ours is gone
+        return False
+    return True
+
+
+def registry(workers_dir: Path, collectors: Iterable[Collector]) -> CollectorRegistry:
     """What a scrape of the metrics port collects: the workers' values plus ``collectors``."""
     scrape = CollectorRegistry(auto_describe=False)
-    scrape.register(Workers(multiprocess_dir))
+    scrape.register(Workers(workers_dir))
     for collector in collectors:
         scrape.register(collector)
     return scrape

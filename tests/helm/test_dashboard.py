@@ -47,7 +47,7 @@ Json = dict[str, Any]
 
 
 def sample_names(family: str, kind: str) -> set[str]:
-    """The series names a family of this type puts on the scrape (the multiprocess scrape has no _created)."""
+    """The series names a family of this type puts on the scrape (the scrape has no _created)."""
     if kind == "counter":
         return {f"{family}_total"}
     if kind == "histogram":
@@ -60,7 +60,7 @@ def gateway_series() -> frozenset[str]:
     """What the gateway's metrics port serves of its own: its instruments, build info and vLLM's up gauge,
     taken from the collectors themselves (vLLM unreachable here, so only the up gauge comes from it)."""
     registry = CollectorRegistry(auto_describe=False)
-    Metrics(registry)
+    registry.register(Metrics(lambda: 0))
     registry.register(BuildInfo("qwen3-reranker-4b", Path("/nonexistent")))
     registry.register(VllmMetrics("http://127.0.0.1:1", timeout_s=1))
     names: set[str] = set()
