@@ -118,12 +118,37 @@ def gateway(
     proc = procs.start([sys.executable, "-m", "gateway"], env=full, log=OUT / f"{name}.log", cwd=python_path)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health", timeout=60, proc=proc)
+    GATEWAYS[url] = proc.pid
     return url
 
 
+GATEWAYS: dict[str, int] = {}  # a gateway's URL -> its server process, whose workers' CPU time is read
+
+
+def _workers_cpu_s(server_pid: int) -> float:
+    """User + system CPU seconds of the server's worker processes (granian's children), from /proc."""
+    children = subprocess.run(["pgrep", "-P", str(server_pid)], capture_output=True, text=True, check=False)  # noqa: S603, S607
+    ticks = 0
+    for pid in children.stdout.split():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def load(url: str, lua: Path, *, seconds: float, connections: int) -> Callable[[], wrk.Result]:
-    """One wrk run against ``url``, to be called later (by ``interleave``)."""
-    return lambda: wrk.run(url, lua, seconds=seconds, connections=connections)
+    """One wrk run against ``url``, to be called later (by ``interleave``). For our gateways the result
+    also has the workers' CPU time per request: unlike throughput on a shared 2-core machine, it does not
+    depend on what else got the cores during the run."""
+    server = next((pid for base, pid in GATEWAYS.items() if url.startswith(base)), None)
+
+    def run() -> wrk.Result:
+        before = _workers_cpu_s(server) if server is not None else 0.0
+        result = wrk.run(url, lua, seconds=seconds, connections=connections)
+        if server is not None and result["requests"]:
+            result["cpu_us_per_request"] = (_workers_cpu_s(server) - before) / result["requests"] * 1e6
+        return result
+
+    return run
 
 
 def interleave(targets: dict[str, Callable[[], wrk.Result]], rounds: int) -> dict[str, wrk.Result]:
@@ -214,6 +239,10 @@ def stand_in(ns: argparse.Namespace) -> dict[str, Any]:
     results["baseline_added_p50_ms"] = round(c1["baseline"]["p50_ms"] - c1["direct"]["p50_ms"], 3)
     results["c32_gateway_over_baseline"] = round(c32["gateway"]["rps"] / c32["baseline"]["rps"], 2)
     results["c32_gateway_over_no_metrics"] = round(c32["gateway"]["rps"] / c32["no_metrics"]["rps"], 2)
+    for name in ("gateway", "no_metrics"):
+        results[f"c32_cpu_{name}_over_baseline"] = round(
+            c32[name]["cpu_us_per_request"] / c32["baseline"]["cpu_us_per_request"], 3
+        )
     return results
 
 

@@ -93,9 +93,12 @@ def run(url: str, lua: Path | None, *, seconds: float, connections: int, threads
 
 
 def merge(results: Sequence[Result]) -> Result:
-    """Interleaved rounds of the same target: summed counts, mean rate, median of the percentiles."""
+    """Interleaved rounds of the same target: summed counts, mean rate, median of the percentiles and of the
+    CPU time per request (when measured)."""
     middle = sorted(results, key=lambda r: r["p50_ms"])[len(results) // 2]
+    cpu = sorted(r["cpu_us_per_request"] for r in results if "cpu_us_per_request" in r)
     return {
+        **({"cpu_us_per_request": round(cpu[len(cpu) // 2], 1)} if cpu else {}),
         "rps": round(sum(r["rps"] for r in results) / len(results), 1),
         "requests": sum(r["requests"] for r in results),
         "p50_ms": round(middle["p50_ms"], 3),
