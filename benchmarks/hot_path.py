@@ -254,29 +254,36 @@ def zipf_workload(queries: int, candidates: int, s: float) -> tuple[list[dict[st
     return bodies, [1 / (rank**s) for rank in range(1, queries + 1)]
 
 
+def start_vllm(procs: Procs, log: str, *, pin: bool = False) -> str:
+    """The real vLLM (tiny model, float32, CPU) once it answers; its URL. ``pin``: vLLM (and the processes
+    it spawns) on CPU 0, everything this process starts later on CPU 1."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "RERANK_MODEL_DIR": str(ROOT / "var" / "models" / "tiny"),
+        "RERANK_DEVICE": "cpu",
+        "RERANK_DTYPE": "float32",
+        "RERANK_SERVED_MODEL_NAME": MODEL,
+        "RERANK_VLLM_PORT": str(port),
+        "RERANK_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "HF_HUB_OFFLINE": "1",
+    }
+    if pin:
+        os.sched_setaffinity(0, {0})
+    proc = procs.start([sys.executable, "-m", "model_setup", "serve"], env=env, log=OUT / log)
+    if pin:
+        os.sched_setaffinity(0, {1})
+    upstream = f"http://127.0.0.1:{port}"
+    wait_http(f"{upstream}/health", timeout=600, proc=proc)
+    return upstream
+
+
 def real_vllm(ns: argparse.Namespace) -> dict[str, Any]:
     raw, line = generate("bench")
     results: dict[str, Any] = {}
     with processes() as procs:
-        port = free_port()
-        env = {
-            **os.environ,
-            "RERANK_MODEL_DIR": str(ROOT / "var" / "models" / "tiny"),
-            "RERANK_DEVICE": "cpu",
-            "RERANK_DTYPE": "float32",
-            "RERANK_SERVED_MODEL_NAME": MODEL,
-            "RERANK_VLLM_PORT": str(port),
-            "RERANK_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
-            "VLLM_CPU_KVCACHE_SPACE": "2",
-            "HF_HUB_OFFLINE": "1",
-        }
-        if ns.pin:  # vLLM (and the processes it spawns) on CPU 0; everything started later on CPU 1
-            os.sched_setaffinity(0, {0})
-        vllm_proc = procs.start([sys.executable, "-m", "model_setup", "serve"], env=env, log=OUT / "vllm.log")
-        if ns.pin:
-            os.sched_setaffinity(0, {1})
-        upstream = f"http://127.0.0.1:{port}"
-        wait_http(f"{upstream}/health", timeout=600, proc=vllm_proc)
+        upstream = start_vllm(procs, "vllm.log", pin=ns.pin)
         plain = gateway(procs, "gateway-vllm", upstream=upstream, keys=line, RERANK_SCORE_CACHE_MAX_BYTES="0")
         cached = gateway(procs, "gateway-vllm-cache", upstream=upstream, keys=line)
         seconds, rounds = ns.seconds, ns.rounds

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -27,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from benchmarks import wrk  # noqa: E402
-from benchmarks.hot_path import MAX_MODEL_LEN, MODEL, OUT, check, gateway, processes, zipf_workload  # noqa: E402
+from benchmarks.hot_path import OUT, check, gateway, processes, start_vllm, zipf_workload  # noqa: E402
 from gateway.keys import generate  # noqa: E402
-from tests.procs import free_port, wait_http  # noqa: E402
+from tests.procs import free_port  # noqa: E402
 
 ROUTE = "/v2/rerank"
 
@@ -78,23 +77,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     raw, line = generate("bench")
     with processes() as procs:
-        port = free_port()
-        env = {
-            **os.environ,
-            "RERANK_MODEL_DIR": str(ROOT / "var" / "models" / "tiny"),
-            "RERANK_DEVICE": "cpu",
-            "RERANK_DTYPE": "float32",
-            "RERANK_SERVED_MODEL_NAME": MODEL,
-            "RERANK_VLLM_PORT": str(port),
-            "RERANK_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
-            "VLLM_CPU_KVCACHE_SPACE": "2",
-            "HF_HUB_OFFLINE": "1",
-        }
-        vllm = procs.start(
-            [sys.executable, "-m", "model_setup", "serve"], env=env, log=OUT / "vllm-scrape.log"
-        )
-        upstream = f"http://127.0.0.1:{port}"
-        wait_http(f"{upstream}/health", timeout=600, proc=vllm)
+        upstream = start_vllm(procs, "vllm-scrape.log")
         metrics_port = free_port()
         url = gateway(
             procs, "gateway-scrape", upstream=upstream, keys=line, RERANK_METRICS_PORT=str(metrics_port)
