@@ -1,8 +1,8 @@
 """The metrics port: one scrape with every worker's values, vLLM's own ``vllm:*`` families and build info.
 
 It runs in the supervising process (``python -m gateway serve``), beside granian's workers rather than in
-one of them, so a scrape always sees all workers (the files they write, metrics.py) and
-the API port never serves ``/metrics``. vLLM stays on loopback: its families are read from it at scrape
+one of them, so a scrape always sees all workers (the files they write, metrics.py) and the API port never
+serves ``/metrics``. vLLM stays on loopback: its families are read from it at scrape
 time and passed on unchanged in name and labels, so vLLM's published dashboards work on this scrape.
 """
 
@@ -40,11 +40,13 @@ class VllmMetrics(Collector):
     def __init__(self, upstream_url: str, timeout_s: float = VLLM_SCRAPE_TIMEOUT_S) -> None:
         self._url = upstream_url.rstrip("/") + "/metrics"
         self._timeout = timeout_s
+        # vLLM is on loopback: an HTTP(S)_PROXY in the environment must not route the call elsewhere.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("rerank_vllm_metrics_up", "1 if vLLM's own metrics were read for this scrape.")
         try:
-            with urllib.request.urlopen(self._url, timeout=self._timeout) as answer:  # noqa: S310  # our own URL
+            with self._opener.open(self._url, timeout=self._timeout) as answer:
                 text = answer.read().decode("utf-8")
             families = [f for f in text_string_to_metric_families(text) if f.name.startswith(VLLM_PREFIX)]
         except (OSError, ValueError, urllib.error.URLError):
