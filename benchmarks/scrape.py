@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from benchmarks import wrk  # noqa: E402
 from benchmarks.hot_path import OUT, check, gateway, processes, start_vllm, zipf_workload  # noqa: E402
 from gateway.keys import generate  # noqa: E402
+from gateway.observe.metrics import FLUSH_INTERVAL_S  # noqa: E402
 from tests.procs import free_port  # noqa: E402
 
 ROUTE = "/v2/rerank"
@@ -92,7 +93,7 @@ def main() -> None:
         time.sleep(ns.seconds / 2)
         middle = scrape(metrics)
         out, _ = load.communicate(timeout=ns.seconds + 120)
-        time.sleep(0.5)  # the last responses' records are written after their bytes
+        time.sleep(2 * FLUSH_INTERVAL_S)  # the workers write their totals once a second
         after = scrape(metrics)
     for name, text in (("mid", middle), ("end", after)):
         (OUT / f"scrape-{name}.txt").write_text(text)
