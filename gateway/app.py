@@ -15,6 +15,7 @@ from gateway.cache import ScoreCache, SharedTier, model_identity
 from gateway.drain import InFlight
 from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
 from gateway.fastpath import FastRoutes, ReadBody
+from gateway.fusion import plan_for
 from gateway.keys import ApiKey, KeyRing
 from gateway.limits import Limiter, LimitStore, MemoryStore, RedisStore
 from gateway.requestlog import RequestLog, current_record, new_request_id
@@ -117,6 +118,7 @@ def _ranked(ranking: Ranking, version: str, documents: list[Any] | None) -> byte
             index=i,
             relevance_score=ranking.scores[i],
             document=msgspec.UNSET if documents is None else _as_object(documents[i]),
+            fused_score=msgspec.UNSET if ranking.fused is None else ranking.fused[i],
         )
         for i in ranking.order
     ]
@@ -216,15 +218,18 @@ class RerankApi:
         reranker = self._reranker
         reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
         max_chunks = reranker.chunks_per_doc(body.max_chunks_per_doc)
+        texts = reranker.render_v1(body.documents, body.rank_fields)
+        fusion = plan_for(body.fusion, key.fusion, body.documents)  # its 400s come before any scoring
         ranking = await reranker.rank(
             key=key,
             query=body.query,
-            texts=reranker.render_v1(body.documents, body.rank_fields),
+            texts=texts,
             instruction=reranker.instruction(body.instruction),
             top_n=body.top_n,
             chunk_tokens=self._settings.max_tokens_per_doc,
             max_chunks=max_chunks,
             use_cache=body.cache,
+            fusion=fusion,
         )
         return _ranked(ranking, "1", body.documents if body.return_documents else None)
 
@@ -236,6 +241,8 @@ class RerankApi:
         reranker.check_positive("max_tokens_per_doc", body.max_tokens_per_doc)
         if body.relevant_spans is not None and body.relevant_spans.mode == "enabled":
             raise invalid("relevant_spans is not supported by this model")
+        if body.fusion is not None and body.fusion.fields:
+            raise invalid("fusion needs object documents with numeric fields; use /v1/rerank")
         ranking = await reranker.rank(
             key=key,
             query=body.query,

@@ -13,6 +13,7 @@ import anyio.to_thread
 
 from gateway.cache import ScoreCache
 from gateway.errors import ApiError, ErrorKind, invalid
+from gateway.fusion import FusionPlan, order_of
 from gateway.keys import ApiKey
 from gateway.limits import KeyLimits, Limiter
 from gateway.requestlog import current_record
@@ -28,6 +29,7 @@ class Ranking:
     order: list[int]  # document indices, best first, top_n applied
     scores: list[float]  # per original document
     search_units: int
+    fused: list[float] | None = None  # per original document, when fusion ordered them (gateway/fusion.py)
 
 
 class Reranker:
@@ -128,6 +130,7 @@ class Reranker:
         chunk_tokens: int,
         max_chunks: int,
         use_cache: bool | None = None,
+        fusion: FusionPlan | None = None,
     ) -> Ranking:
         """Score every document (best chunk wins) and order them; ``max_chunks=1`` truncates instead.
 
@@ -188,8 +191,9 @@ class Reranker:
         for doc_pieces in pieces:
             scores.append(max(chunk_scores[position : position + len(doc_pieces)]))
             position += len(doc_pieces)
-        order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
-        return Ranking(order=order[: top_n or len(order)], scores=scores, search_units=search_units)
+        fused = fusion.blend(scores) if fusion is not None else None  # top_n cuts the blended order
+        order = order_of(scores, fused)
+        return Ranking(order[: top_n or len(order)], scores, search_units, fused)
 
 
 def _field_text(value: object) -> str:

@@ -10,6 +10,15 @@ import msgspec
 Document = str | dict[str, Any]
 
 
+class FusionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Extension: blend the model's score with numeric document fields (gateway/fusion.py). Unknown
+    fields are refused here, so a misspelt option is a 400 rather than a silently plain ranking."""
+
+    fields: dict[str, float]  # field -> weight in [0, 1]; the weights add up to at most 1
+    normalize: Literal["minmax", "none"] = "minmax"
+    missing: float | None = None  # value for a document without the field (or null); unset: 400
+
+
 class V1RerankRequest(msgspec.Struct, kw_only=True):
     """Cohere v1 (`/v1/rerank`, also served at `/rerank`)."""
 
@@ -22,6 +31,7 @@ class V1RerankRequest(msgspec.Struct, kw_only=True):
     max_chunks_per_doc: int | None = None
     instruction: str | None = None  # extension: overrides the deployment's default instruction
     cache: bool | None = None  # extension: false skips the score cache for this request
+    fusion: FusionRequest | None = None  # extension: order by a blend with numeric document fields
 
 
 class RelevantSpans(msgspec.Struct):
@@ -42,6 +52,7 @@ class V2RerankRequest(msgspec.Struct, kw_only=True):
     relevant_spans: RelevantSpans | None = None
     instruction: str | None = None
     cache: bool | None = None
+    fusion: FusionRequest | None = None  # refused: v2 documents are strings, with no fields to blend
 
 
 class ApiVersion(msgspec.Struct):
@@ -61,6 +72,7 @@ class Result(msgspec.Struct, omit_defaults=True):
     index: int
     relevance_score: float
     document: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET  # never null: absent unless asked for
+    fused_score: float | msgspec.UnsetType = msgspec.UNSET  # extension: present when fusion ordered it
 
 
 class RerankResponse(msgspec.Struct):

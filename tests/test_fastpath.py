@@ -63,6 +63,21 @@ CASES: list[tuple[str, str, dict[str, str], bytes]] = [
         ).encode(),
     ),
     ("jina route", "/rerank", {}, json.dumps({"query": "q", "documents": ["a"]}).encode()),
+    (
+        "v1 fusion",
+        "/v1/rerank",
+        {},
+        json.dumps(
+            {"query": "q", "documents": [{"text": "a", "ctr": 0.1}, {"text": "b", "ctr": 0.3}], "top_n": 1}
+            | {"fusion": {"fields": {"ctr": 0.5}}}
+        ).encode(),
+    ),
+    (
+        "fusion field missing",
+        "/v1/rerank",
+        {},
+        json.dumps({"query": "q", "documents": [{"text": "a"}], "fusion": {"fields": {"ctr": 0.5}}}).encode(),
+    ),
     ("no key", "/v2/rerank", {"authorization": ""}, b"{}"),
     ("bad key", "/v2/rerank", {"authorization": "Bearer rk_nope"}, b"{}"),
     ("not bearer", "/v1/rerank", {"authorization": "Basic abc"}, b"{}"),
