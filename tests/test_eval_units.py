@@ -16,7 +16,7 @@ import pytest
 import ranx
 from scipy import stats
 
-from gateway.eval import metrics
+from gateway.eval import metrics, report
 from gateway.eval.__main__ import main, sweep_grid
 from gateway.eval.client import Endpoint, EndpointClient, EndpointFailed, Ranked
 from gateway.eval.dataset import (
@@ -497,3 +497,40 @@ def test_sweep_grid_crosses_fields_and_drops_blends_over_one() -> None:
         {"ctr": 0.5, "conversion_rate": 0.5},
         {"ctr": 1.0, "conversion_rate": 0.0},
     ]
+
+
+# --- report ---------------------------------------------------------------------------------------------
+
+
+def test_the_report_says_in_words_which_way_a_difference_goes(tmp_path: Path) -> None:
+    """Eight searches where the one exact product sits at the bottom of the given order and the model
+    puts it first: significantly better; the reverse order is significantly worse."""
+    queries = [labelled(f"s{n}", {f"p{i}": 3 if i == n % 3 + 2 else 0 for i in range(5)}) for n in range(8)]
+    best = {
+        q.id: Ranked(tuple(sorted(range(5), key=lambda i: -q.candidates[i].label)), (1.0,) * 5)
+        for q in queries
+    }
+    worst = {
+        q.id: Ranked(tuple(sorted(range(5), key=lambda i: q.candidates[i].label)), (1.0,) * 5)
+        for q in queries
+    }
+    runs = {
+        metrics.BASELINE: metrics.baseline_run(queries, None),
+        "model": metrics.answer_run(queries, best),
+        "reversed": metrics.answer_run(queries, worst),
+    }
+    pairs = [("model", metrics.BASELINE), ("reversed", metrics.BASELINE)]
+    result = metrics.evaluate(queries, runs, pairs=pairs, relevant=2)
+    better = report.verdict("model", metrics.BASELINE, result.versus[pairs[0]]["NDCG@10"], result)
+    worse = report.verdict("reversed", metrics.BASELINE, result.versus[pairs[1]]["NDCG@10"], result)
+    assert better.startswith("model is significantly better than the baseline on NDCG@10: 1.000 against ")
+    assert "8 wins, 0 ties, 0 losses over 8 queries" in better
+    assert worse.startswith("reversed is significantly worse than the baseline on NDCG@10")
+    assert report.summary(result).startswith("Significantly different from the baseline (paired t-test")
+    context = report.Context(dataset="unit", queries=8, rank_fields=None, top_n=None, collected=[])
+    written = report.write(result, context, tmp_path)
+    assert {path.name for path in written} == {"results.json", "report.md", "metrics.png", "wins.png"}
+    assert better in (tmp_path / "report.md").read_text()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rankings"]["model"]["s0"][0] == "p2"
+    assert saved["summary"] == report.summary(result)

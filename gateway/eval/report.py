@@ -49,7 +49,14 @@ def _ci(versus: Versus) -> str:
 
 
 def _p(versus: Versus) -> str:
-    return "n/a" if versus.p_value is None else f"{versus.p_value:.3f}"
+    if versus.p_value is None:
+        return "n/a"
+    return "<0.001" if versus.p_value < 0.001 else f"{versus.p_value:.3f}"
+
+
+def _p_phrase(versus: Versus) -> str:
+    text = _p(versus)
+    return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}"
 
 
 def verdict(run: str, reference: str, versus: Versus, evaluation: Evaluation, metric: str = HEADLINE) -> str:
@@ -63,7 +70,7 @@ def verdict(run: str, reference: str, versus: Versus, evaluation: Evaluation, me
         meaning = f"is significantly {'better' if versus.delta > 0 else 'worse'} than the {reference}"
     return (
         f"{run} {meaning} on {metric}: {versus.mean:.3f} against {versus.reference_mean:.3f} "
-        f"({versus.delta:+.3f}, {level}% CI {_ci(versus)}, p = {_p(versus)}; "
+        f"({versus.delta:+.3f}, {level}% CI {_ci(versus)}, {_p_phrase(versus)}; "
         f"{versus.wins} wins, {versus.ties} ties, {versus.losses} losses "
         f"over {len(evaluation.query_ids)} queries)."
     )
