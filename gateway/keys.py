@@ -85,7 +85,7 @@ def parse(text: str, *, source: str) -> list[ApiKey]:
             ):
                 raise ValueError(
                     f"{source} line {number}: limits are {', '.join(n + '=N|none' for n in LIMIT_OPTIONS)} "
-                    f"with N from 1 to {MAX_PER_MINUTE}, and cache=on|off"
+                    f"with N from 1 to {MAX_PER_MINUTE}, cache=on|off and fusion=<field>:<weight>,..."
                 )
             limits[name] = None if value == "none" else int(value)
         try:
