@@ -112,6 +112,7 @@ def gateway(
         "RERANK_PORT": str(port),
         "RERANK_MAX_MODEL_LEN": str(MAX_MODEL_LEN),
         "RERANK_DTYPE": "float32",
+        "RERANK_METRICS_PORT": str(free_port()),  # several gateways per run: the default port would clash
         **env,
     }
     proc = procs.start([sys.executable, "-m", "gateway"], env=full, log=OUT / f"{name}.log", cwd=python_path)
@@ -173,6 +174,15 @@ def stand_in(ns: argparse.Namespace) -> dict[str, Any]:
         ours = gateway(
             procs, "gateway-standin", upstream=upstream, keys=line, RERANK_SCORE_CACHE_MAX_BYTES="0"
         )
+        # The same code with its metrics off: what counting every request costs.
+        unmetered = gateway(
+            procs,
+            "gateway-standin-no-metrics",
+            upstream=upstream,
+            keys=line,
+            RERANK_SCORE_CACHE_MAX_BYTES="0",
+            RERANK_METRICS_PORT="0",
+        )
         base = gateway(
             procs,
             "gateway-baseline",
@@ -182,32 +192,28 @@ def stand_in(ns: argparse.Namespace) -> dict[str, Any]:
         )
         direct_lua = wrk.script(OUT / "score5.lua", score_body(docs))
         rerank_lua = wrk.script(OUT / "rerank5.lua", rerank_body(docs), key=raw)
-        for url in (ours, base):
+        for url in (ours, unmetered, base):
             check(url, rerank_body(docs), raw, "/v2/rerank")
         seconds = ns.seconds
-        for url in (ours, base):  # warm-up
+        for url in (ours, unmetered, base):  # warm-up
             wrk.run(f"{url}/v2/rerank", rerank_lua, seconds=2, connections=8)
-        results["c1"] = interleave(
-            {
-                "direct": load(f"{upstream}/score", direct_lua, seconds=seconds, connections=1),
-                "gateway": load(f"{ours}/v2/rerank", rerank_lua, seconds=seconds, connections=1),
-                "baseline": load(f"{base}/v2/rerank", rerank_lua, seconds=seconds, connections=1),
-            },
-            ns.rounds,
-        )
-        results["c32"] = interleave(
-            {
-                "direct": load(f"{upstream}/score", direct_lua, seconds=seconds, connections=32),
-                "gateway": load(f"{ours}/v2/rerank", rerank_lua, seconds=seconds, connections=32),
-                "baseline": load(f"{base}/v2/rerank", rerank_lua, seconds=seconds, connections=32),
-            },
-            ns.rounds,
-        )
+        for c in (1, 32):
+            results[f"c{c}"] = interleave(
+                {
+                    "direct": load(f"{upstream}/score", direct_lua, seconds=seconds, connections=c),
+                    "gateway": load(f"{ours}/v2/rerank", rerank_lua, seconds=seconds, connections=c),
+                    "no_metrics": load(f"{unmetered}/v2/rerank", rerank_lua, seconds=seconds, connections=c),
+                    "baseline": load(f"{base}/v2/rerank", rerank_lua, seconds=seconds, connections=c),
+                },
+                ns.rounds,
+            )
     c1, c32 = results["c1"], results["c32"]
     results["added_p50_ms"] = round(c1["gateway"]["p50_ms"] - c1["direct"]["p50_ms"], 3)
     results["added_p99_ms"] = round(c1["gateway"]["p99_ms"] - c1["direct"]["p99_ms"], 3)
+    results["no_metrics_added_p50_ms"] = round(c1["no_metrics"]["p50_ms"] - c1["direct"]["p50_ms"], 3)
     results["baseline_added_p50_ms"] = round(c1["baseline"]["p50_ms"] - c1["direct"]["p50_ms"], 3)
     results["c32_gateway_over_baseline"] = round(c32["gateway"]["rps"] / c32["baseline"]["rps"], 2)
+    results["c32_gateway_over_no_metrics"] = round(c32["gateway"]["rps"] / c32["no_metrics"]["rps"], 2)
     return results
 
 

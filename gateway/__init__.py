@@ -1,1 +1,17 @@
-"""Cohere-compatible reranking gateway in front of vLLM."""
+"""product-rerank's gateway: Cohere-compatible reranking in front of vLLM.
+
+Request path: app.py (routes, wiring) -> fastpath.py (exact rerank routes from ASGI) -> rerank.py (semantics)
+-> tokens.py, cache.py, upstream.py (http1.py). Beside it: keys.py, limits.py, errors.py (the error table),
+schemas.py (wire types), requestlog.py (log line, Server-Timing), drain.py, settings.py. Subpackages:
+observe/ (metrics, the metrics port, trace context), apidoc/ (OpenAPI document and page), demo/ (the try-it
+page, a client of the API).
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+
+def package_version() -> str:
+    try:
+        return version("product-rerank")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"

@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -32,15 +36,52 @@ def _configuration() -> Settings | None:
 
 
 def _serve() -> int:
+    settings = _configuration()
+    if settings is None:
+        return 2
+    if not settings.metrics_port:
+        _granian(settings)
+        return 0
+    # Workers write their totals here (gateway/observe/metrics.py); they read the directory from the
+    # environment they inherit. A fresh one per start: files from an earlier run would add old counts.
+    metrics_dir = Path(tempfile.mkdtemp(prefix="rerank-metrics-"))
+    os.environ["RERANK_METRICS_DIR"] = str(metrics_dir)
+    try:
+        if not _serve_metrics(settings, metrics_dir):
+            return 2
+        _granian(settings)
+        return 0
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_metrics(settings: Settings, metrics_dir: Path) -> bool:
+    from gateway.observe import scrape  # noqa: PLC0415
+
+    collectors = [
+        scrape.BuildInfo(settings.served_model_name, settings.model_dir),
+        scrape.VllmMetrics(settings.upstream_url),
+    ]
+    try:
+        scrape.serve(settings.metrics_host, settings.metrics_port, scrape.registry(metrics_dir, collectors))
+    except OSError as exc:
+        where = f"{settings.metrics_host}:{settings.metrics_port}"
+        print(
+            f"gateway: cannot serve metrics on {where}: {exc}; set RERANK_METRICS_PORT to a free port "
+            "(0 turns metrics off)",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def _granian(settings: Settings) -> None:
     from granian import Granian  # noqa: PLC0415  # only the serve command needs the server
     from granian.constants import Interfaces  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
 
     from gateway.requestlog import server_log_config  # noqa: PLC0415
 
-    settings = _configuration()
-    if settings is None:
-        return 2
     Granian(
         "gateway.asgi:app_from_env",
         factory=True,
@@ -54,7 +95,6 @@ def _serve() -> int:
         # On SIGTERM granian stops accepting and lets in-flight requests finish, for at most this long.
         workers_kill_timeout=settings.drain_timeout_s,
     ).serve()
-    return 0
 
 
 def _keygen(key_id: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -11,6 +12,9 @@ import structlog
 from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException, InternalServerException
 
+from gateway import package_version
+from gateway.apidoc.document import Limits, openapi
+from gateway.apidoc.page import render as render_page
 from gateway.cache import ScoreCache, SharedTier, model_identity
 from gateway.drain import InFlight
 from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
@@ -18,16 +22,22 @@ from gateway.fastpath import FastRoutes, ReadBody
 from gateway.fusion import plan_for
 from gateway.keys import ApiKey, KeyRing
 from gateway.limits import Limiter, LimitStore, MemoryStore, RedisStore
+from gateway.observe.metrics import FLUSH_INTERVAL_S, Metrics
 from gateway.requestlog import RequestLog, current_record, new_request_id
 from gateway.rerank import Ranking, Reranker
 from gateway.schemas import (
     ApiVersion,
     BilledUnits,
+    Document,
+    JinaRerankRequest,
+    JinaRerankResponse,
     Meta,
     ModelCard,
     ModelList,
     RerankResponse,
     Result,
+    Tokens,
+    Usage,
     V1RerankRequest,
     V2RerankRequest,
 )
@@ -112,17 +122,30 @@ async def _decode(content_type: str, read_body: ReadBody, model: type[T]) -> T:
         raise invalid("invalid request: body is not valid JSON") from None
 
 
-def _ranked(ranking: Ranking, version: str, documents: list[Any] | None) -> bytes:
-    results = [
+def _results(ranking: Ranking, documents: list[Document] | None) -> list[Result]:
+    return [
         Result(
             index=i,
-            relevance_score=ranking.scores[i],
+            # float() whatever the source: a score is always a JSON float, never 1 or 0 (OpenSearch's Cohere
+            # post-processor casts every score to Double).
+            relevance_score=float(ranking.scores[i]),
             document=msgspec.UNSET if documents is None else _as_object(documents[i]),
             fused_score=msgspec.UNSET if ranking.fused is None else ranking.fused[i],
         )
         for i in ranking.order
     ]
-    meta = Meta(api_version=ApiVersion(version), billed_units=BilledUnits(ranking.search_units))
+
+
+def _meta(ranking: Ranking, version: str) -> Meta:
+    return Meta(
+        api_version=ApiVersion(version),
+        billed_units=BilledUnits(ranking.search_units),
+        tokens=Tokens(ranking.input_tokens),
+    )
+
+
+def _ranked(ranking: Ranking, version: str, documents: list[Document] | None) -> bytes:
+    results, meta = _results(ranking, documents), _meta(ranking, version)
     return msgspec.json.encode(RerankResponse(id=_request_id(), results=results, meta=meta))
 
 
@@ -143,7 +166,7 @@ def _route_arguments(request: Request[Any, Any, Any]) -> tuple[str, str, ReadBod
     return headers.get("authorization", ""), headers.get("content-type", ""), read_body
 
 
-def _as_object(document: Any) -> dict[str, Any]:
+def _as_object(document: Document) -> dict[str, Any]:
     return {"text": document} if isinstance(document, str) else dict(document)
 
 
@@ -212,26 +235,57 @@ class RerankApi:
         return key
 
     async def v1(self, authorization: str, content_type: str, read_body: ReadBody) -> bytes:
-        """Cohere v1; `/rerank` serves the same contract for Jina/vLLM-style clients."""
+        """Cohere v1."""
         key = self.authenticate(authorization)
         body = await _decode(content_type, read_body, V1RerankRequest)
+        self._reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
+        max_chunks = self._reranker.chunks_per_doc(body.max_chunks_per_doc)
+        ranking = await self._rank_v1(key, body, self._settings.max_tokens_per_doc, max_chunks)
+        return _ranked(ranking, "1", body.documents if body.return_documents else None)
+
+    async def jina(self, authorization: str, content_type: str, read_body: ReadBody) -> bytes:
+        """`/rerank`, for Jina/vLLM-style clients: the v1 contract, documents returned unless asked not to,
+        ``max_tokens_per_doc`` truncating as vLLM's route does, and ``model`` and ``usage`` in the answer."""
+        key = self.authenticate(authorization)
+        body = await _decode(content_type, read_body, JinaRerankRequest)
         reranker = self._reranker
         reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
-        max_chunks = reranker.chunks_per_doc(body.max_chunks_per_doc)
+        if body.max_tokens_per_doc is None:
+            chunk_tokens = self._settings.max_tokens_per_doc
+            max_chunks = reranker.chunks_per_doc(body.max_chunks_per_doc)
+        else:
+            reranker.check_positive("max_tokens_per_doc", body.max_tokens_per_doc)
+            if body.max_chunks_per_doc is not None:
+                raise invalid("send max_tokens_per_doc (truncate) or max_chunks_per_doc (split), not both")
+            chunk_tokens, max_chunks = body.max_tokens_per_doc, 1
+        ranking = await self._rank_v1(key, body, chunk_tokens, max_chunks)
+        answer = JinaRerankResponse(
+            id=_request_id(),
+            model=body.model or self._settings.served_model_name,
+            results=_results(ranking, None if body.return_documents is False else body.documents),
+            usage=Usage(prompt_tokens=ranking.input_tokens, total_tokens=ranking.input_tokens),
+            meta=_meta(ranking, "1"),
+        )
+        return msgspec.json.encode(answer)
+
+    async def _rank_v1(
+        self, key: ApiKey, body: V1RerankRequest, chunk_tokens: int, max_chunks: int
+    ) -> Ranking:
+        reranker = self._reranker
         texts = reranker.render_v1(body.documents, body.rank_fields)
         fusion = plan_for(body.fusion, key.fusion, body.documents)  # its 400s come before any scoring
-        ranking = await reranker.rank(
+        return await reranker.rank(
             key=key,
             query=body.query,
             texts=texts,
             instruction=reranker.instruction(body.instruction),
             top_n=body.top_n,
-            chunk_tokens=self._settings.max_tokens_per_doc,
+            chunk_tokens=chunk_tokens,
             max_chunks=max_chunks,
             use_cache=body.cache,
+            score_threshold=body.score_threshold,
             fusion=fusion,
         )
-        return _ranked(ranking, "1", body.documents if body.return_documents else None)
 
     async def v2(self, authorization: str, content_type: str, read_body: ReadBody) -> bytes:
         key = self.authenticate(authorization)
@@ -252,8 +306,19 @@ class RerankApi:
             chunk_tokens=body.max_tokens_per_doc or self._settings.max_tokens_per_doc,
             max_chunks=1,
             use_cache=body.cache,
+            score_threshold=body.score_threshold,
         )
         return _ranked(ranking, "2", None)
+
+
+async def _flush_every(metrics: Metrics) -> None:
+    """The worker's totals to the metrics port's directory, once a second (metrics.py says why)."""
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL_S)
+        try:
+            metrics.flush()
+        except OSError as exc:  # a full or vanished directory costs freshness, never a request
+            _log.warning("metrics_flush_failed", error=str(exc))
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -267,10 +332,13 @@ def create_app(settings: Settings) -> Litestar:
 
     api = RerankApi(settings, keyring, reranker)
 
-    @post(["/v1/rerank", "/rerank"], status_code=200)
+    @post("/v1/rerank", status_code=200)
     async def rerank_v1(request: Request[Any, Any, Any]) -> Response[bytes]:
-        """Cohere v1; `/rerank` serves the same contract for Jina/vLLM-style clients."""
         return _ok(await api.v1(*_route_arguments(request)))
+
+    @post("/rerank", status_code=200)
+    async def rerank_jina(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return _ok(await api.jina(*_route_arguments(request)))
 
     @post("/v2/rerank", status_code=200)
     async def rerank_v2(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -280,6 +348,25 @@ def create_app(settings: Settings) -> Litestar:
     async def models(request: Request[Any, Any, Any]) -> Response[bytes]:
         api.authenticate(request.headers.get("authorization", ""))
         return _json(ModelList(data=[ModelCard(id=name) for name in settings.model_names]))
+
+    limits = Limits(
+        model_names=settings.model_names,
+        max_documents=settings.max_documents,
+        max_query_chars=settings.max_query_chars,
+        max_instruction_chars=settings.max_instruction_chars,
+        max_chunks_per_doc=settings.max_chunks_per_doc,
+    )
+    document = openapi(title="product-rerank", version=package_version(), limits=limits)
+    document_json = msgspec.json.encode(document)
+    docs_html = render_page(document).encode()
+
+    @get("/openapi.json")
+    async def openapi_json() -> Response[bytes]:
+        return Response(document_json, media_type=JSON)
+
+    @get("/docs")
+    async def docs() -> Response[bytes]:
+        return Response(docs_html, media_type="text/html; charset=utf-8")
 
     @get("/health")
     async def health() -> Response[bytes]:
@@ -294,9 +381,11 @@ def create_app(settings: Settings) -> Litestar:
         return _json({"status": "ready"})
 
     in_flight = InFlight()
+    metrics = Metrics(lambda: in_flight.count, settings.metrics_dir) if settings.metrics_port else None
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        flushing = asyncio.create_task(_flush_every(metrics)) if metrics is not None else None
         try:
             yield
         finally:
@@ -306,9 +395,12 @@ def create_app(settings: Settings) -> Litestar:
             await upstream.aclose()
             await cache.aclose()
             await limiter.aclose()
+            if flushing is not None and metrics is not None:
+                flushing.cancel()
+                metrics.flush()  # the last requests count too
 
     app = Litestar(
-        route_handlers=[rerank_v1, rerank_v2, models, health, ready],
+        route_handlers=[rerank_v1, rerank_jina, rerank_v2, models, health, ready, openapi_json, docs],
         exception_handlers={
             ApiError: _on_error,
             HTTPException: _on_http_exception,
@@ -316,16 +408,25 @@ def create_app(settings: Settings) -> Litestar:
         },
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=None,
+        openapi_config=None,  # ours is generated from the wire types (gateway/apidoc)
         logging_config=None,
         debug=False,
     )
     fast = FastRoutes(
         app.asgi_handler,
-        {"/v1/rerank": api.v1, "/rerank": api.v1, "/v2/rerank": api.v2},
+        {"/v1/rerank": api.v1, "/rerank": api.jina, "/v2/rerank": api.v2},
         max_body=settings.max_body_bytes,
         render=_render,
     )
     # Wrap the whole ASGI handler (not per-route middleware) so the log line covers 404s and 405s too.
-    app.asgi_handler = in_flight.wrap(RequestLog(fast, logger=structlog.get_logger("gateway.access")))
+    log = RequestLog(
+        fast,
+        logger=structlog.get_logger("gateway.access"),
+        observe=metrics.observe if metrics else None,
+        # Counts of cache hits only when the cache is on and per key: then they tell a caller nothing about
+        # what other keys asked.
+        cache_timing=settings.score_cache_scope == "key"
+        and (settings.score_cache_max_bytes > 0 or settings.score_cache_redis_ttl_s > 0),
+    )
+    app.asgi_handler = in_flight.wrap(log)
     return app

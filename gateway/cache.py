@@ -1,5 +1,7 @@
 """The pair-score cache: a model's score for one (instruction, query, document text) never changes, and shop
 traffic repeats its head queries with the same candidates, so scores are kept and only misses reach vLLM.
+Each pair keeps its prompt's token count beside its score, so ``meta.tokens`` is the same whether a pair
+came from the cache or from vLLM: like billing, it depends on the request alone (README "Score cache").
 
 A pair's key is a 128-bit BLAKE2b digest of (model identity, scope, instruction, query, exact text sent to the
 model: the rendered document or v1 chunk), each part length-prefixed so no two tuples share an encoding.
@@ -31,20 +33,28 @@ import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 
+from gateway.upstream import Scores
 from model_setup.fetch import MANIFEST_NAME
 
-Fetch = Callable[[list[str]], Awaitable[list[float]]]
+# vLLM's scores (and its token total) for the texts given, in their order
+Fetch = Callable[[list[str]], Awaitable[Scores]]
+# Each text's prompt in tokens, as vLLM counts it (gateway/tokens.py PromptBudget.prompt_tokens)
+Count = Callable[[list[str]], Awaitable[list[int]]]
+# A pair's score and its prompt's token count, packed: the form both tiers keep (12 bytes, not a tuple of two
+# objects, so an in-process entry costs about a fifth less).
+PAIR = struct.Struct("<dI")
 Scope = Literal["key", "global"]
 _log = structlog.get_logger("gateway.cache")
 
-# What one in-process entry costs: the 16-byte key (a bytes object), the float, and the OrderedDict's table
-# slot plus its linked-list node: 130 to 200 bytes on CPython 3.11, depending on how full the table is
-# (tests/test_cache_units.py measures it), so the bound counts more than that and holds.
-ENTRY_BYTES = sys.getsizeof(b"\0" * 16) + sys.getsizeof(0.0) + 160
-REDIS_PREFIX = "rerank:sc:"
+# What one in-process entry costs: the 16-byte key and the 12-byte packed pair (two bytes objects), and the
+# OrderedDict's table slot plus its linked-list node, 130 to 200 bytes on CPython 3.11 depending on how full
+# the table is (tests/test_cache_units.py measures it): counted at the most, so the bound holds.
+ENTRY_BYTES = sys.getsizeof(b"\0" * 16) + sys.getsizeof(b"\0" * PAIR.size) + 200
+# "sc2": entries carry the token count since issue 11. A new name rather than a second format under the old
+# one, so that replicas of both versions, mid-rollout, skip each other's entries instead of overwriting them.
+REDIS_PREFIX = "rerank:sc2:"
 SHARED_RETRY_S = 5.0  # after a Redis failure, the shared tier is skipped for this long
 SHARED_WRITES_PENDING = 64  # background write batches at once; beyond this a batch is dropped (it is a cache)
-_DOUBLE = struct.Struct("<d")
 
 
 def model_identity(model_dir: Path, served_model_name: str, dtype: str) -> bytes:
@@ -75,7 +85,7 @@ class _Lru:
 
     def __init__(self, max_bytes: int) -> None:
         self.capacity = max_bytes // ENTRY_BYTES
-        self._entries: OrderedDict[bytes, float] = OrderedDict()
+        self._entries: OrderedDict[bytes, bytes] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -84,13 +94,13 @@ class _Lru:
     def size_bytes(self) -> int:
         return len(self._entries) * ENTRY_BYTES
 
-    def get(self, key: bytes) -> float | None:
+    def get(self, key: bytes) -> bytes | None:
         value = self._entries.get(key)
         if value is not None:
             self._entries.move_to_end(key)
         return value
 
-    def put(self, key: bytes, value: float) -> None:
+    def put(self, key: bytes, value: bytes) -> None:
         if self.capacity == 0:
             return
         self._entries[key] = value
@@ -100,7 +110,7 @@ class _Lru:
 
 
 class SharedTier:
-    """Scores in Redis as 8-byte doubles under ``rerank:sc:<hex digest>``, each with a TTL."""
+    """Packed pairs in Redis under ``rerank:sc2:<hex digest>``, each with a TTL."""
 
     def __init__(self, url: str, *, ttl_s: int, timeout_s: float) -> None:
         self._redis = aioredis.Redis.from_url(
@@ -126,7 +136,7 @@ class SharedTier:
     def available(self) -> bool:
         return time.monotonic() >= self._skip_until
 
-    async def get_many(self, keys: Sequence[bytes]) -> dict[bytes, float]:
+    async def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         if not keys or not self.available:
             return {}
         try:
@@ -136,14 +146,14 @@ class SharedTier:
             return {}
         self._succeeded()
         return {
-            key: _DOUBLE.unpack(value)[0]
+            key: value
             for key, value in zip(keys, values, strict=True)
-            if isinstance(value, bytes) and len(value) == _DOUBLE.size
+            if isinstance(value, bytes) and len(value) == PAIR.size
         }
 
-    def put_many(self, items: Iterable[tuple[bytes, float]]) -> None:
+    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         """Write in the background: a response never waits for the shared tier."""
-        batch = [(_redis_key(key), _DOUBLE.pack(value)) for key, value in items]
+        batch = [(_redis_key(key), value) for key, value in items]
         if not batch or not self.available or len(self._writes) >= SHARED_WRITES_PENDING:
             return
         task = asyncio.get_running_loop().create_task(self._write(batch))
@@ -169,9 +179,11 @@ class SharedTier:
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """Scores in request order, and where each came from: a cache tier, another request's call, or our own."""
+    """Scores in request order, where each came from (a cache tier, another request's call, or our own), and
+    the tokens of every prompt in the request, wherever its score came from."""
 
     scores: list[float]
+    tokens: int
     hits: int = 0
     shared: int = 0
     misses: int = 0
@@ -188,7 +200,7 @@ class _Flight:
 
     def __init__(self) -> None:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.values: dict[bytes, float] = {}
+        self.values: dict[bytes, bytes] = {}
 
 
 class ScoreCache:
@@ -226,13 +238,26 @@ class ScoreCache:
         return keys
 
     async def scores(
-        self, *, key_id: str, instruction: str, query: str, texts: list[str], fetch: Fetch, use: bool = True
+        self,
+        *,
+        key_id: str,
+        instruction: str,
+        query: str,
+        texts: list[str],
+        fetch: Fetch,
+        count: Count,
+        use: bool = True,
     ) -> Scored:
-        """Scores for ``texts``: from the cache where it has them, the rest from ``fetch`` in one call."""
+        """Scores for ``texts``: from the cache where it has them, the rest from ``fetch`` in one call.
+
+        Uncached, the token total is vLLM's; pairs to be kept are also counted with ``count`` (at the same
+        time as vLLM scores them), since vLLM reports one total per call, not one count per pair.
+        """
         if not use or not self.enabled:
-            return Scored(await fetch(texts), misses=len(texts))
+            fetched = await fetch(texts)
+            return Scored(fetched.scores, fetched.prompt_tokens, misses=len(texts))
         keys = self.keys(key_id, instruction, query, texts)
-        found: dict[bytes, float] = {}
+        found: dict[bytes, bytes] = {}
         for key in keys:
             value = self._local.get(key)
             if value is not None:
@@ -253,32 +278,37 @@ class ScoreCache:
             key: self._pending[key] for key in unique if key not in found and key in self._pending
         }
         if own:
-            found.update(await self._lead(own, keys, texts, fetch))
+            found.update(await self._lead(own, keys, texts, fetch, count))
         for flight in {id(flight): flight for flight in joined.values()}.values():
             try:
                 await asyncio.shield(flight.done)
             except _LeaderGone:
                 lost = [key for key, theirs in joined.items() if theirs is flight]
-                found.update(await self._lead(lost, keys, texts, fetch))
+                found.update(await self._lead(lost, keys, texts, fetch, count))
             else:
                 found.update({key: flight.values[key] for key, theirs in joined.items() if theirs is flight})
         mine = set(own)
         hits = sum(1 for key in keys if key not in mine and key not in joined)
         shared = sum(1 for key in keys if key in joined)
+        pairs = [PAIR.unpack(found[key]) for key in keys]
         return Scored(
-            [found[key] for key in keys], hits=hits, shared=shared, misses=len(keys) - hits - shared
+            [score for score, _ in pairs],
+            sum(tokens for _, tokens in pairs),
+            hits=hits,
+            shared=shared,
+            misses=len(keys) - hits - shared,
         )
 
     async def _lead(
-        self, own: list[bytes], keys: list[bytes], texts: list[str], fetch: Fetch
-    ) -> dict[bytes, float]:
+        self, own: list[bytes], keys: list[bytes], texts: list[str], fetch: Fetch, count: Count
+    ) -> dict[bytes, bytes]:
         """Fetch ``own`` pairs in one call, letting concurrent requests for the same pairs wait on it."""
         flight = _Flight()
         for key in own:
             self._pending[key] = flight
         text_of = dict(zip(keys, texts, strict=True))
         try:
-            values = await fetch([text_of[key] for key in own])
+            values = await _fetch_counted([text_of[key] for key in own], fetch, count)
         except BaseException as exc:
             flight.done.set_exception(exc if isinstance(exc, Exception) else _LeaderGone())
             flight.done.exception()  # seen: a flight nobody joined must not log "exception never retrieved"
@@ -294,3 +324,17 @@ class ScoreCache:
         if self._shared is not None:
             self._shared.put_many(flight.values.items())
         return flight.values
+
+
+async def _fetch_counted(texts: list[str], fetch: Fetch, count: Count) -> list[bytes]:
+    """vLLM's scores and our per-pair token counts, computed side by side, packed."""
+    counting = asyncio.ensure_future(count(texts))
+    try:
+        fetched = await fetch(texts)
+    except BaseException:
+        counting.cancel()
+        raise
+    tokens = await counting
+    if sum(tokens) != fetched.prompt_tokens:  # the counts are exact by construction: say so if they are not
+        _log.warning("prompt_tokens_mismatch", counted=sum(tokens), upstream=fetched.prompt_tokens)
+    return [PAIR.pack(score, n) for score, n in zip(fetched.scores, tokens, strict=True)]

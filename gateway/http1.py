@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 
@@ -202,12 +203,22 @@ class Http1Pool:
         self._closed = False
 
     async def request(
-        self, method: str, path: str, body: bytes = b"", content_type: str = ""
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        content_type: str = "",
+        headers: Sequence[tuple[str, str]] = (),
     ) -> tuple[int, bytes]:
-        """One exchange: (status, body). Waits at most ``pool_timeout_s`` for a free connection slot."""
+        """One exchange: (status, body). Waits at most ``pool_timeout_s`` for a free connection slot.
+
+        ``headers`` are sent as given: the caller has checked that they hold no line breaks.
+        """
         head = f"{method} {self._prefix}{path} HTTP/1.1\r\nhost: {self._host_header.decode()}\r\n"
         if content_type:
             head += f"content-type: {content_type}\r\n"
+        for name, value in headers:
+            head += f"{name}: {value}\r\n"
         message = (head + f"content-length: {len(body)}\r\n\r\n").encode() + body
         if self._slots.locked():  # only a full pool needs a bounded wait (a timer costs on every call)
             try:

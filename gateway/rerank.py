@@ -26,9 +26,10 @@ DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere's billing unit: one query against up t
 
 @dataclass(frozen=True, slots=True)
 class Ranking:
-    order: list[int]  # document indices, best first, top_n applied
+    order: list[int]  # document indices, best first, top_n and score_threshold applied
     scores: list[float]  # per original document
     search_units: int
+    input_tokens: int  # every prompt scored for the request (all chunks, all documents), as vLLM counts
     fused: list[float] | None = None  # per original document, when fusion ordered them (gateway/fusion.py)
 
 
@@ -130,12 +131,14 @@ class Reranker:
         chunk_tokens: int,
         max_chunks: int,
         use_cache: bool | None = None,
+        score_threshold: float | None = None,
         fusion: FusionPlan | None = None,
     ) -> Ranking:
         """Score every document (best chunk wins) and order them; ``max_chunks=1`` truncates instead.
 
-        Every request is billed and rate-limited in full, cached pairs included: ``billed_units`` depends
-        on the request alone, so it is predictable and tells no one what the cache holds (README).
+        Every request is billed and rate-limited in full, cached pairs included: ``billed_units`` and
+        ``input_tokens`` depend on the request alone, so they are predictable and tell no one what the cache
+        holds (README).
         """
         limit = self._settings.max_document_chars
         for i, text in enumerate(texts):
@@ -178,22 +181,37 @@ class Reranker:
                 query=query,
                 texts=flat,
                 fetch=lambda missing: self._upstream.score(query, missing, instruction),
+                count=lambda missing: anyio.to_thread.run_sync(
+                    lambda: self._budget.prompt_tokens(instruction, query, missing),
+                    limiter=self._tokenizer_threads,
+                ),
                 use=key.cache and use_cache is not False,
             )
         finally:
             await self._limiter.release(admission)
         if record is not None:
             record.cache_hits, record.cache_shared = scored.hits, scored.shared
-            record.cache_misses = scored.misses
+            record.cache_misses, record.input_tokens = scored.misses, scored.tokens
         chunk_scores = scored.scores
         scores: list[float] = []
         position = 0
         for doc_pieces in pieces:
             scores.append(max(chunk_scores[position : position + len(doc_pieces)]))
             position += len(doc_pieces)
-        fused = fusion.blend(scores) if fusion is not None else None  # top_n cuts the blended order
-        order = order_of(scores, fused)
-        return Ranking(order[: top_n or len(order)], scores, search_units, fused)
+        fused = fusion.blend(scores) if fusion is not None else None
+        order = _order(scores, fused, top_n, score_threshold)
+        return Ranking(order, scores, search_units, scored.tokens, fused)
+
+
+def _order(
+    scores: list[float], fused: list[float] | None, top_n: int | None, score_threshold: float | None
+) -> list[int]:
+    """Indices best first (by the fusion blend when there is one, else the score; ties by position), at
+    most ``top_n``, none whose model score is below ``score_threshold``."""
+    order = order_of(scores, fused)[: top_n or len(scores)]
+    if score_threshold is None:
+        return order
+    return [i for i in order if scores[i] >= score_threshold]
 
 
 def _field_text(value: object) -> str:

@@ -1,37 +1,109 @@
 """Wire types. Requests decode strictly (no type coercion); unknown fields are ignored so that newer SDKs
-keep working. Optional fields accept ``null`` as "not given", as Cohere does."""
+and other frameworks' clients keep working (README "API" lists the ones we know of and what we do with them).
+Optional fields accept ``null`` as "not given", as Cohere does.
+
+The descriptions are the API reference: the OpenAPI document (gateway/apidoc) is generated from these types.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 Document = str | dict[str, Any]
 
 
-class FusionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Extension: blend the model's score with numeric document fields (gateway/fusion.py). Unknown
-    fields are refused here, so a misspelt option is a 400 rather than a silently plain ranking."""
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
 
-    fields: dict[str, float]  # field -> weight in [0, 1]; the weights add up to at most 1
-    normalize: Literal["minmax", "none"] = "minmax"
-    missing: float | None = None  # value for a document without the field (or null); unset: 400
+
+Query = Annotated[str, _doc("The shopper's search query. Must not be blank.")]
+Model = Annotated[
+    str | None,
+    _doc("The served model's name or an alias (GET /v1/models lists them); absent: the served model."),
+]
+TopN = Annotated[int | None, _doc("Return only the best N results (at least 1); absent: every document.")]
+ScoreThreshold = Annotated[
+    float | None, _doc("Leave out results whose `relevance_score` is below this (Dify sends it).")
+]
+Instruction = Annotated[
+    str | None,
+    _doc(
+        "Extension: the task instruction the model reads before query and document, replacing the "
+        "deployment's default (written for product search). Must not be blank when given."
+    ),
+]
+Cache = Annotated[bool | None, _doc("Extension: false skips the pair-score cache for this request.")]
+
+
+class FusionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Extension: order by a blend of the model's score and numeric document fields (gateway/fusion.py):
+    `(1 - sum of weights) * N(relevance_score) + sum(weight * N(field))`. Unknown fields here are a 400,
+    so a misspelt option never ranks plainly in silence."""
+
+    fields: Annotated[
+        dict[str, float],
+        _doc(
+            "Numeric document field -> weight, each in [0, 1], adding up to at most 1 (the model's score "
+            "gets the rest). Empty: no fusion (also turns an API key's default off)."
+        ),
+    ]
+    normalize: Annotated[
+        Literal["minmax", "none"],
+        _doc("`minmax` scales every list to [0, 1] over the request's documents; `none` uses the values."),
+    ] = "minmax"
+    missing: Annotated[
+        float | None, _doc("Value for a document without the field (or null); absent: such a document is a 400.")
+    ] = None
+
+
+Fusion = Annotated[
+    FusionRequest | None,
+    _doc(
+        "Extension: blend the model's score with numeric fields of object documents (popularity, margin); "
+        "results come in the blended order with the blend as `fused_score`."
+    ),
+]
 
 
 class V1RerankRequest(msgspec.Struct, kw_only=True):
-    """Cohere v1 (`/v1/rerank`, also served at `/rerank`)."""
+    """Cohere v1 (`/v1/rerank`)."""
 
-    query: str
-    documents: list[Document]
-    model: str | None = None
-    top_n: int | None = None
-    rank_fields: list[str] | None = None
-    return_documents: bool | None = None
-    max_chunks_per_doc: int | None = None
-    instruction: str | None = None  # extension: overrides the deployment's default instruction
-    cache: bool | None = None  # extension: false skips the score cache for this request
-    fusion: FusionRequest | None = None  # extension: order by a blend with numeric document fields
+    query: Query
+    documents: Annotated[
+        list[Document],
+        _doc(
+            "The products to rank: strings, or objects whose `text` field (or the fields named in "
+            "`rank_fields`) the model reads. At least one; at most the deployment's limit (default 1000)."
+        ),
+    ]
+    model: Model = None
+    top_n: TopN = None
+    rank_fields: Annotated[
+        list[str] | None,
+        _doc("Fields of object documents to rank on, rendered as `field: value` lines in this order."),
+    ] = None
+    return_documents: Annotated[
+        bool | None, _doc("Also return each result's document, as sent (every field intact).")
+    ] = None
+    max_chunks_per_doc: Annotated[
+        int | None,
+        _doc("Long documents are split into chunks and score as their best chunk; at most this many (1-10)."),
+    ] = None
+    score_threshold: ScoreThreshold = None
+    instruction: Instruction = None  # extension: overrides the deployment's default instruction
+    cache: Cache = None  # extension: false skips the score cache for this request
+    fusion: Fusion = None  # extension: order by a blend with numeric document fields
+
+
+class JinaRerankRequest(V1RerankRequest, kw_only=True):
+    """`/rerank`, as Jina's API and vLLM's own route take it: v1's fields, documents returned unless
+    `return_documents` is false, and vLLM's `max_tokens_per_doc` (truncate instead of chunking)."""
+
+    max_tokens_per_doc: Annotated[
+        int | None, _doc("Truncate each document to this many tokens instead of chunking it (vLLM's).")
+    ] = None
 
 
 class RelevantSpans(msgspec.Struct):
@@ -43,16 +115,27 @@ class RelevantSpans(msgspec.Struct):
 class V2RerankRequest(msgspec.Struct, kw_only=True):
     """Cohere v2 (`/v2/rerank`)."""
 
-    model: str
-    query: str
-    documents: list[str]
-    top_n: int | None = None
-    max_tokens_per_doc: int | None = None
-    priority: int | None = None  # accepted for compatibility; one shared queue serves all requests
-    relevant_spans: RelevantSpans | None = None
-    instruction: str | None = None
-    cache: bool | None = None
-    fusion: FusionRequest | None = None  # refused: v2 documents are strings, with no fields to blend
+    model: Annotated[str, _doc("The served model's name or one of its aliases (GET /v1/models lists them).")]
+    query: Query
+    documents: Annotated[
+        list[str], _doc("The products to rank, as text. At least one; at most the deployment's limit.")
+    ]
+    top_n: TopN = None
+    max_tokens_per_doc: Annotated[
+        int | None, _doc("Documents are truncated to this many tokens (default 4096, within the context).")
+    ] = None
+    priority: Annotated[
+        int | None, _doc("Accepted for compatibility; one shared queue serves all requests.")
+    ] = None
+    relevant_spans: Annotated[
+        RelevantSpans | None, _doc("Only `disabled` is supported; `enabled` is a 400.")
+    ] = None
+    score_threshold: ScoreThreshold = None
+    instruction: Instruction = None
+    cache: Cache = None
+    fusion: Annotated[
+        FusionRequest | None, _doc("Refused (a 400) unless `fields` is empty: v2 documents are strings.")
+    ] = None
 
 
 class ApiVersion(msgspec.Struct):
@@ -60,24 +143,58 @@ class ApiVersion(msgspec.Struct):
 
 
 class BilledUnits(msgspec.Struct):
-    search_units: int
+    search_units: Annotated[
+        int, _doc("One per query against up to 100 documents (chunks), as Cohere bills; cache hits count.")
+    ]
+
+
+class Tokens(msgspec.Struct):
+    input_tokens: Annotated[
+        int, _doc("Tokens of every prompt scored for this request, as vLLM counts them; cache hits count.")
+    ]
 
 
 class Meta(msgspec.Struct):
     api_version: ApiVersion
     billed_units: BilledUnits
+    tokens: Tokens
 
 
 class Result(msgspec.Struct, omit_defaults=True):
-    index: int
-    relevance_score: float
-    document: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET  # never null: absent unless asked for
-    fused_score: float | msgspec.UnsetType = msgspec.UNSET  # extension: present when fusion ordered it
+    index: Annotated[int, _doc("Position of the document in the request's `documents`.")]
+    relevance_score: Annotated[float, _doc("The model's relevance score, 0 to 1; higher is more relevant.")]
+    document: Annotated[
+        dict[str, Any] | msgspec.UnsetType,
+        _doc('The document as sent (strings as `{"text": ...}`); only with `return_documents`.'),
+    ] = msgspec.UNSET  # never null: absent unless asked for
+    fused_score: Annotated[
+        float | msgspec.UnsetType,
+        _doc("Extension: the blend that ordered the results; only when the request asked for `fusion`."),
+    ] = msgspec.UNSET
 
 
 class RerankResponse(msgspec.Struct):
+    """Results best first; `id` is the request id (also in the X-Request-ID header and the gateway's log)."""
+
     id: str
     results: list[Result]
+    meta: Meta
+
+
+class Usage(msgspec.Struct):
+    """vLLM's and Jina's usage block: a reranker has no output, so both counts are the input tokens."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class JinaRerankResponse(msgspec.Struct):
+    """`/rerank`: Cohere's shape plus what Jina/vLLM-style readers look for (`model`, `usage`)."""
+
+    id: str
+    model: str
+    results: list[Result]
+    usage: Usage
     meta: Meta
 
 

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"  # noqa: S104  # the container's public port; vLLM stays on loopback
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
+    # Prometheus scrapes this port, never the API's: per-key usage is no other tenant's business.
+    metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 turns the metrics port off")
+    metrics_host: str = "0.0.0.0"  # noqa: S104  # Prometheus scrapes the pod IP
+    metrics_dir: Path | None = Field(default=None, description="set by `serve` for its workers, not by hand")
 
     # The model behind us
     upstream_url: str = "http://127.0.0.1:8001"
@@ -107,6 +111,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "RERANK_SCORE_CACHE_REDIS_TTL_S turns on the shared cache tier, which needs RERANK_REDIS_URL"
             )
+        if self.metrics_port != 0 and self.metrics_port == self.port:
+            raise ValueError("RERANK_METRICS_PORT must differ from RERANK_PORT: metrics stay off the API")
         if self.max_query_tokens > self.max_model_len // 2:
             raise ValueError(
                 "max_query_tokens may be at most half of max_model_len: the rest is for documents"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 import itertools
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from model_setup.prompt import render
+from model_setup.prompt import around_document, render
 
 # Re-tokenizing a cut-out piece can merge differently at its edges, and so can the query and the document
 # where they meet the prompt around them (counted apart, see document_budget); this slack absorbs both.
@@ -31,6 +32,7 @@ class PromptBudget:
         self._skeleton = functools.lru_cache(maxsize=SKELETONS_CACHED)(self._skeleton_tokens)
         # Head queries repeat: their counts are remembered too (short strings, bounded count).
         self.query_tokens = functools.lru_cache(maxsize=QUERIES_CACHED)(self.count)
+        self._around = functools.lru_cache(maxsize=QUERIES_CACHED)(self._around_document_tokens)
 
     @classmethod
     def from_model_dir(cls, model_dir: Path, *, max_model_len: int) -> PromptBudget:
@@ -41,6 +43,22 @@ class PromptBudget:
 
     def _skeleton_tokens(self, instruction: str) -> int:
         return self.count(render(instruction, "", ""))
+
+    def _around_document_tokens(self, instruction: str, query: str) -> int:
+        head, tail = around_document(instruction, query)
+        return self.count(head) + self.count(tail)
+
+    def prompt_tokens(self, instruction: str, query: str, texts: Sequence[str]) -> list[int]:
+        """Each text's whole prompt in tokens, exactly as vLLM counts it (``meta.tokens``, README "API").
+
+        Exact, not an estimate: the prompt splits cleanly on both sides of the document. ``<Document>:`` ends
+        a pre-token whatever follows (the template puts a space next), and the tail starts with a special
+        token, so a prompt's count is the count around the document plus the document's with its leading
+        space (tests/test_units.py checks it against whole prompts, tests/test_compat.py against vLLM).
+        """
+        around = self._around(instruction, query)
+        encodings = self._tokenizer.encode_batch([f" {text}" for text in texts], add_special_tokens=False)
+        return [around + len(encoding.ids) for encoding in encodings]
 
     def document_budget(self, instruction: str, query: str, *, query_tokens: int | None = None) -> int:
         """Tokens left for one document once the prompt, instruction and query are in.

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import msgspec
 
 from gateway.errors import ApiError, ErrorKind
 from gateway.http1 import ConnectFailed, ConnectTimeout, Disconnected, Http1Pool, PoolTimeout, ProtocolError
-from gateway.requestlog import current_record
+from gateway.requestlog import RequestRecord, current_record
 from gateway.settings import Settings
 
 POOL_WAIT_S = 5.0  # a request waits this long for a free connection before it is told to come back
@@ -26,8 +27,21 @@ class _ScoreItem(msgspec.Struct):
     score: float
 
 
+class _Usage(msgspec.Struct):
+    prompt_tokens: int
+
+
 class _ScoreResponse(msgspec.Struct):
     data: list[_ScoreItem]
+    usage: _Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """vLLM's answer for a batch of pairs: a score per pair in the order sent, and the prompts' tokens."""
+
+    scores: list[float]
+    prompt_tokens: int
 
 
 class _ScoreRequest(msgspec.Struct):
@@ -69,42 +83,33 @@ class Upstream:
     async def aclose(self) -> None:
         await self._pool.aclose()
 
-    async def score(self, query: str, documents: list[str], instruction: str) -> list[float]:
+    async def score(self, query: str, documents: list[str], instruction: str) -> Scores:
         body = _encoder.encode(_ScoreRequest(self._model, query, documents, instruction))
+        record = current_record()
         started = time.perf_counter()
         try:
             # One deadline for the whole call (pool wait, connect, send, wait, read): what the client waits
             # for and what a rate-limit slot's expiry assumes.
             async with asyncio.timeout(self._deadline):
-                status, content = await self._pool.request("POST", "/score", body, JSON)
+                status, content = await self._pool.request(
+                    "POST", "/score", body, JSON, _trace_headers(record)
+                )
         except PoolTimeout:
-            raise _unavailable("the model server is at capacity; retry shortly", retry_after=1) from None
+            error = _unavailable("the model server is at capacity; retry shortly", retry_after=1)
+            raise _failed(record, "pool_full", error) from None
         except (TimeoutError, ConnectTimeout):
-            raise ApiError(ErrorKind.UPSTREAM_TIMEOUT, "the model server did not answer in time") from None
+            error = ApiError(ErrorKind.UPSTREAM_TIMEOUT, "the model server did not answer in time")
+            raise _failed(record, "timeout", error) from None
         except (ConnectFailed, Disconnected, ProtocolError, OSError):
-            raise _unavailable("the model server is unavailable; retry shortly", retry_after=5) from None
+            error = _unavailable("the model server is unavailable; retry shortly", retry_after=5)
+            raise _failed(record, "unavailable", error) from None
         finally:
-            record = current_record()
             if record is not None:
                 record.upstream_ms += (time.perf_counter() - started) * 1000
-        return self._scores(status, content, len(documents))
-
-    @staticmethod
-    def _scores(status: int, content: bytes, expected: int) -> list[float]:
         if status != 200:
-            raise _mapped_error(status, content)
-        try:
-            items = _score_decoder.decode(content).data
-        except msgspec.DecodeError:
-            raise ApiError(ErrorKind.UPSTREAM_ERROR, "the model server sent an unreadable answer") from None
-        scores: list[float | None] = [None] * expected
-        for item in items:
-            if 0 <= item.index < expected:
-                scores[item.index] = item.score
-        complete = [score for score in scores if score is not None]
-        if len(items) != expected or len(complete) != expected:
-            raise ApiError(ErrorKind.UPSTREAM_ERROR, "the model server returned an incomplete answer")
-        return complete
+            error = _mapped_error(status, content)
+            raise _failed(record, _STATUS_FAILURE[error.kind], error)
+        return _scores(record, content, len(documents))
 
     async def ready(self) -> bool:
         try:
@@ -113,6 +118,48 @@ class Upstream:
         except (TimeoutError, ConnectFailed, Disconnected, ProtocolError, PoolTimeout, OSError):
             return False
         return status == 200
+
+
+def _scores(record: RequestRecord | None, content: bytes, expected: int) -> Scores:
+    try:
+        answer = _score_decoder.decode(content)
+    except msgspec.DecodeError:
+        error = ApiError(ErrorKind.UPSTREAM_ERROR, "the model server sent an unreadable answer")
+        raise _failed(record, "bad_answer", error) from None
+    items = answer.data
+    scores: list[float | None] = [None] * expected
+    for item in items:
+        if 0 <= item.index < expected:
+            scores[item.index] = item.score
+    complete = [score for score in scores if score is not None]
+    if len(items) != expected or len(complete) != expected:
+        error = ApiError(ErrorKind.UPSTREAM_ERROR, "the model server returned an incomplete answer")
+        raise _failed(record, "bad_answer", error)
+    return Scores(complete, answer.usage.prompt_tokens)
+
+
+# What an error status from vLLM counts as in rerank_upstream_failures_total.
+_STATUS_FAILURE = {
+    ErrorKind.INVALID_REQUEST: "rejected",
+    ErrorKind.UPSTREAM_UNAVAILABLE: "unavailable",
+    ErrorKind.UPSTREAM_ERROR: "error",
+}
+
+
+def _failed(record: RequestRecord | None, kind: str, error: ApiError) -> ApiError:
+    if record is not None:
+        record.upstream_error = kind
+    return error
+
+
+def _trace_headers(record: RequestRecord | None) -> list[tuple[str, str]]:
+    """The caller's W3C trace context, validated by the request log (no line breaks can reach the wire)."""
+    if record is None or record.trace is None:
+        return []
+    headers = [("traceparent", record.trace.traceparent)]
+    if record.trace.tracestate:
+        headers.append(("tracestate", record.trace.tracestate))
+    return headers
 
 
 def _unavailable(message: str, *, retry_after: int) -> ApiError:

@@ -25,4 +25,10 @@ PRODUCT_SEARCH_INSTRUCTION = (
 
 def render(instruction: str, query: str, document: str) -> str:
     """Full prompt text for one (query, document) pair."""
-    return f"{PREFIX}<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}{SUFFIX}"
+    head, tail = around_document(instruction, query)
+    return f"{head} {document}{tail}"
+
+
+def around_document(instruction: str, query: str) -> tuple[str, str]:
+    """The prompt on either side of the document: ``render(i, q, d) == f"{head} {d}{tail}"`` for every d."""
+    return f"{PREFIX}<Instruct>: {instruction}\n<Query>: {query}\n<Document>:", SUFFIX

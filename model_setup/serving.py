@@ -80,7 +80,7 @@ class VllmOptions:
             "--dtype", self.dtype,
             "--max-model-len", str(self.max_model_len),
             "--disable-uvicorn-access-log",
-            "--disable-log-stats",
+            # Stats stay on: they are vLLM's Prometheus metrics (vllm:*), which the gateway re-exports.
         ]  # fmt: skip
         if self.device == "cuda":
             args += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]

@@ -76,6 +76,8 @@ EOF
 fi
 [ "$RERANK_DEVICE" = cpu ] && export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
 export RERANK_PYTHON="$VENV/bin/python"
+# Metrics (per-key usage) on loopback for a local run: http://127.0.0.1:9090/metrics.
+export RERANK_METRICS_HOST="${RERANK_METRICS_HOST:-127.0.0.1}"
 
 # The try-it page (gateway/demo) next to the gateway, on loopback: a client like any shop, so it says
 # "not ready" until the model has loaded. RERANK_DEMO=off skips it. entrypoint.sh replaces this shell

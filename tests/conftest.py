@@ -48,6 +48,11 @@ class Gateway:
     service: Service
     url: str
 
+    @property
+    def metrics_url(self) -> str:
+        """The metrics port (tests/procs.py gives every gateway its own)."""
+        return f"http://127.0.0.1:{self.service.env['RERANK_METRICS_PORT']}"
+
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:

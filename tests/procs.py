@@ -88,7 +88,13 @@ def vllm_service(
 
 
 def gateway_service(port: int, log_path: Path, env: Mapping[str, str]) -> Service:
-    full = {**os.environ, "RERANK_PORT": str(port), "RERANK_HOST": "127.0.0.1", **env}
+    full = {
+        **os.environ,
+        "RERANK_PORT": str(port),
+        "RERANK_HOST": "127.0.0.1",
+        "RERANK_METRICS_PORT": str(free_port()),  # the default (9090) would collide between gateways
+        **env,
+    }
     return Service("gateway", [sys.executable, "-m", "gateway"], full, log_path)
 
 

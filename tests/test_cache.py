@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from gateway import keys as keylib
-from gateway.cache import SHARED_RETRY_S
+from gateway.cache import REDIS_PREFIX, SHARED_RETRY_S
 from model_setup.fetch import MANIFEST_NAME
 from tests.conftest import Keys, Redis, Vllm, gateway_env
 from tests.fake_vllm import FakeVllm, fake_vllm
@@ -106,6 +106,10 @@ def test_a_partial_hit_equals_an_uncached_call(cached: Running, cache_keys: Keys
     assert counts(line) == (len(PRODUCTS), 0, 0)
     assert again.json()["results"] == uncached.json()["results"]
     assert line["upstream_ms"] == 0, "a full hit never calls vLLM"
+    # Billing and token counts depend on the request alone: the cache shows in neither.
+    assert again.json()["meta"] == partial.json()["meta"] == uncached.json()["meta"]
+    assert line["input_tokens"] == uncached.json()["meta"]["tokens"]["input_tokens"] > 0
+    assert "prompt_tokens_mismatch" not in cached.service.log_text(), "our counts are vLLM's, pair by pair"
 
 
 def test_another_instruction_or_query_misses(cached: Running, cache_keys: Keys) -> None:
@@ -193,7 +197,7 @@ def test_identical_concurrent_requests_reach_vllm_once(
 
 def _redis_keys(redis: Redis) -> int:
     out = subprocess.run(
-        ["redis-cli", "-p", str(redis.port), "--scan", "--pattern", "rerank:sc:*"],
+        ["redis-cli", "-p", str(redis.port), "--scan", "--pattern", f"{REDIS_PREFIX}*"],
         capture_output=True,
         text=True,
         check=True,
@@ -238,14 +242,19 @@ def test_shared_tier_across_replicas_model_identity_and_redis_outage(
     try:
         a, b = replicas
         body = {"query": "trail shoes", "documents": PRODUCTS}
-        assert counts(a.post(key, body)[1]) == (0, 0, 6)
+        scored, line = a.post(key, body)
+        assert counts(line) == (0, 0, 6)
         deadline = time.monotonic() + 5
         while _redis_keys(redis_server) < 6 and time.monotonic() < deadline:
             time.sleep(0.05)  # written in the background, after the response
         assert _redis_keys(redis_server) == 6
         calls = stand_in.score_calls
-        assert counts(b.post(key, body)[1]) == (6, 0, 0), "the other replica reads the shared tier"
+        from_redis, line = b.post(key, body)
+        assert counts(line) == (6, 0, 0), "the other replica reads the shared tier"
         assert stand_in.score_calls == calls
+        assert from_redis.json()["meta"]["tokens"] == scored.json()["meta"]["tokens"], (
+            "pairs keep their counts"
+        )
         assert counts(other.post(key, body)[1]) == (0, 0, 6), "another model identity never reads these pairs"
 
         redis_server.service.stop()

@@ -205,11 +205,14 @@ def test_tini_runs_the_entrypoint_in_exec_form(containerfile: Containerfile) -> 
     assert not containerfile.final.all("CMD")
 
 
-def test_only_the_gateway_port_is_exposed_and_sigterm_stops_it(containerfile: Containerfile) -> None:
+def test_only_the_gateway_ports_are_exposed_and_sigterm_stops_it(containerfile: Containerfile) -> None:
+    """The API and the metrics port; vLLM's port is not exposed (it listens on loopback)."""
     exposed = [port for i in containerfile.final.all("EXPOSE") for port in i.args.split()]
     gateway_port = Settings.model_fields["port"].default
-    assert exposed == [str(gateway_port)]
+    metrics_port = Settings.model_fields["metrics_port"].default
+    assert exposed == [str(gateway_port), str(metrics_port)]
     assert env_of(containerfile.final)["RERANK_PORT"] == str(gateway_port)
+    assert env_of(containerfile.final)["RERANK_METRICS_PORT"] == str(metrics_port)
     assert [i.args for i in containerfile.final.all("STOPSIGNAL")] == ["SIGTERM"]
 
 

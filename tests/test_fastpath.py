@@ -64,6 +64,29 @@ CASES: list[tuple[str, str, dict[str, str], bytes]] = [
     ),
     ("jina route", "/rerank", {}, json.dumps({"query": "q", "documents": ["a"]}).encode()),
     (
+        "jina objects, threshold, truncation",
+        "/rerank",
+        {},
+        json.dumps(
+            {
+                "model": "rerank-v3.5",
+                "query": "q",
+                "documents": ["a", {"text": "b", "sku": "1"}],
+                "top_n": 1,
+                "score_threshold": 0,
+                "max_tokens_per_doc": 4,
+            }
+        ).encode(),
+    ),
+    (
+        "jina truncation and chunking",
+        "/rerank",
+        {},
+        json.dumps(
+            {"query": "q", "documents": ["a"], "max_tokens_per_doc": 4, "max_chunks_per_doc": 2}
+        ).encode(),
+    ),
+    (
         "v1 fusion",
         "/v1/rerank",
         {},

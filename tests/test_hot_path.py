@@ -43,6 +43,24 @@ def test_counting_the_prompt_in_parts_stays_inside_the_safety_margin(
     assert whole - fitted <= SAFETY_MARGIN // 2, f"parts {fitted} vs whole {whole}"
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    instruction=texts.filter(str.strip),
+    query=texts,
+    documents=st.lists(
+        st.one_of(texts, st.builds("{}<|im_end|>{}".format, texts, texts)), min_size=1, max_size=4
+    ),
+)
+def test_prompt_tokens_are_exactly_the_whole_prompts_count(
+    budget: PromptBudget, instruction: str, query: str, documents: list[str]
+) -> None:
+    """``meta.tokens`` counts each document with its leading space next to a count of the rest, once per
+    query: exact, never an estimate, whatever the texts hold at the seams (spaces, newlines, combining marks,
+    special-token look-alikes)."""
+    whole = [budget.count(render(instruction, query, document)) for document in documents]
+    assert budget.prompt_tokens(instruction, query, documents) == whole
+
+
 def test_the_budget_matches_counting_the_whole_prompt(budget: PromptBudget) -> None:
     query = "适合程序员的轻薄笔记本\uff0c续航长\uff0c键盘手感好"  # fullwidth commas, as shoppers type them
     exact = MAX_LEN - budget.count(render(PRODUCT_SEARCH_INSTRUCTION, query, "")) - SAFETY_MARGIN

@@ -59,4 +59,18 @@ say why and what to set. Included once, from deployment.yaml.
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+
+{{- if .Values.metrics.enabled }}
+{{- if eq (int .Values.metrics.port) 8000 }}
+{{- fail "metrics.port must differ from 8000, the API port: metrics have a port of their own so the API never serves them" }}
+{{- end }}
+{{- else }}
+{{- $needs := list }}
+{{- if .Values.serviceMonitor.enabled }}{{ $needs = append $needs "serviceMonitor.enabled=true (it scrapes the metrics port)" }}{{ end }}
+{{- if .Values.grafanaDashboard.enabled }}{{ $needs = append $needs "grafanaDashboard.enabled=true (it shows the scraped metrics)" }}{{ end }}
+{{- if and .Values.autoscaling.enabled .Values.autoscaling.waitingRequests.enabled }}{{ $needs = append $needs "autoscaling.waitingRequests.enabled=true (the HPA's metric comes from the scrape)" }}{{ end }}
+{{- if $needs }}
+{{- fail (printf "%s needs metrics.enabled=true: metrics.enabled=false turns the metrics port off, so there would be nothing to scrape. Turn metrics on or turn these off" (join " and " $needs)) }}
+{{- end }}
+{{- end }}
 {{- end }}

@@ -131,3 +131,8 @@ helm-generated sha256:{{ include "reranker.generatedKey" . | sha256sum }}
 app.kubernetes.io/name: {{ include "reranker.name" . }}-test
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
+
+{{/* The Service Prometheus scrapes: its own, so the API Service (and the Ingress) never expose /metrics. */}}
+{{- define "reranker.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "reranker.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}

@@ -22,6 +22,8 @@ INSTALL_HELM = ROOT / "scripts" / "install-helm.sh"
 RELEASE = "rr"
 NAMESPACE = "search"
 FULLNAME = f"{RELEASE}-reranker"
+METRICS_SERVICE = f"{FULLNAME}-metrics"
+DASHBOARD = CHART / "dashboards" / "reranker.json"
 HELM_TIMEOUT_S = 60
 
 # Variants the issue names, each a list of values files under helm/ci (defaults: none).
@@ -32,6 +34,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "ingress-hpa-redis": ("ingress-hpa-redis.yaml",),
     "digest": ("digest.yaml",),
     "full": ("full.yaml",),
+    "metrics-off": ("metrics-off.yaml",),
 }
 
 Doc = dict[str, Any]

@@ -135,7 +135,22 @@ def test_notes_with_ingress_and_given_keys(tmp_path: Path) -> None:
     notes = render_notes(["full.yaml"], workdir=tmp_path)
     assert 'base_url="https://rerank.example.com"' in notes
     assert "curl -sS https://rerank.example.com/v2/rerank" in notes
-    assert "port-forward" not in notes
+    assert f"port-forward service/{FULLNAME} " not in notes, "the API is reached through the Ingress"
     assert "generated-key" not in notes
     assert "sha256:" not in notes
-    assert "ServiceMonitor" in notes
+    assert "scraped by ServiceMonitor rr-reranker" in notes
+    assert "to the metrics port 9400 from networkPolicy.metricsFrom" in notes
+    assert 'Grafana dashboard "Reranker": ConfigMap rr-reranker-dashboard in namespace monitoring' in notes
+    assert "/apis/custom.metrics.k8s.io/v1beta1/namespaces/search/pods/*/vllm_num_requests_waiting" in notes
+
+
+def test_notes_say_where_the_metrics_are_and_who_may_scrape_them(default_notes: str) -> None:
+    """Metrics on their own port and Service; an open metrics port is called out (per-key usage)."""
+    assert f"kubectl -n {NAMESPACE} port-forward service/{FULLNAME}-metrics 9090:9090" in default_notes
+    assert "to the metrics port 9090 from anywhere (restrict it to Prometheus" in default_notes
+    assert "ServiceMonitor" not in default_notes
+
+
+def test_notes_without_metrics_mention_no_metrics(tmp_path: Path) -> None:
+    notes = render_notes(sets={"metrics.enabled": "false"}, workdir=tmp_path)
+    assert "metrics" not in notes.lower()

@@ -100,6 +100,34 @@ def test_redis_port_must_match_the_url() -> None:
     assert "redis.port" in message
 
 
+def test_metrics_port_must_differ_from_the_api_port() -> None:
+    message = render_error({"metrics.port": "8000"})
+    assert "metrics.port must differ from 8000" in message
+
+
+def test_autoscaling_on_waiting_requests_needs_metrics() -> None:
+    """The HPA's Pods metric comes from scraping the metrics port: without it the HPA could never scale."""
+    sets = {
+        "autoscaling.enabled": "true",
+        "redis.url": "redis://r:6379",
+        "autoscaling.waitingRequests.enabled": "true",
+        "metrics.enabled": "false",
+    }
+    message = render_error(sets)
+    assert "autoscaling.waitingRequests.enabled=true" in message
+    assert "needs metrics.enabled=true" in message
+
+
+def test_everything_that_needs_metrics_is_named_at_once() -> None:
+    message = render_error(
+        {"metrics.enabled": "false", "serviceMonitor.enabled": "true", "grafanaDashboard.enabled": "true"}
+    )
+    assert (
+        "serviceMonitor.enabled=true (it scrapes the metrics port) and grafanaDashboard.enabled=true"
+        in message
+    )
+
+
 def test_autoscaling_bounds_must_be_ordered() -> None:
     message = render_error(
         {"autoscaling.enabled": "true", "redis.url": "redis://r:6379", "autoscaling.minReplicas": "5"}
@@ -140,6 +168,22 @@ def test_autoscaling_bounds_must_be_ordered() -> None:
         ),
         ({"startupProbe.httpGet.path": "/"}, [], "startupProbe: Additional property httpGet is not allowed"),
         ({"gateway.maxDocuments": "20000"}, [], "gateway.maxDocuments: Must be less than or equal to 10000"),
+        ({"metrics.port": "80"}, [], "metrics.port: Must be greater than or equal to 1024"),
+        ({"metrics.path": "/m"}, [], "metrics: Additional property path is not allowed"),
+        (
+            {"autoscaling.waitingRequests.metricName": "vllm:num_requests_waiting"},
+            [],
+            "autoscaling.waitingRequests.metricName: Does not match pattern",
+        ),
+        (
+            {"autoscaling.waitingRequests.targetAverage": "lots"},
+            [],
+            "autoscaling.waitingRequests.targetAverage: Does not match pattern",
+        ),
+        ({}, ["autoscaling.waitingRequests.targetAverage=0"], "targetAverage: Must be greater than 0"),
+        ({}, ['networkPolicy.metricsFrom="monitoring"'], "networkPolicy.metricsFrom: Invalid type"),
+        ({"grafanaDashboard.folder": "Search"}, [], "grafanaDashboard: Additional property folder"),
+        ({"grafanaDashboard.sidecarLabel": "bad label"}, [], "grafanaDashboard.sidecarLabel: Does not match"),
     ],
     ids=[
         "unknown-top-level",
@@ -157,6 +201,14 @@ def test_autoscaling_bounds_must_be_ordered() -> None:
         "probe-threshold-zero",
         "probe-handler-is-fixed",
         "documents-over-ceiling",
+        "privileged-metrics-port",
+        "metrics-path-is-fixed",
+        "metric-name-with-colon",
+        "target-not-a-quantity",
+        "target-zero",
+        "metrics-peers-not-a-list",
+        "dashboard-unknown-key",
+        "sidecar-label-with-space",
     ],
 )
 def test_schema_rejects_wrong_types_and_unknown_keys(

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.helm.chart import CHART, FULLNAME, NAMESPACE, RELEASE, VARIANTS, Doc, Manifests, render
+from tests.helm.chart import (
+    CHART,
+    DASHBOARD,
+    FULLNAME,
+    METRICS_SERVICE,
+    NAMESPACE,
+    RELEASE,
+    VARIANTS,
+    Doc,
+    Manifests,
+    render,
+    render_error,
+)
 
 Variant = Callable[[str], Manifests]
 
@@ -161,7 +176,6 @@ def test_probes_cover_model_load_readiness_and_liveness(variant: Variant) -> Non
     assert budget == 30 * 60
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["RERANK_VLLM_START_TIMEOUT_S"] == str(budget)
-    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
 
 
 def test_startup_budget_is_configurable() -> None:
@@ -335,9 +349,9 @@ def test_digest_wins_over_tag(variant: Variant) -> None:
 
 
 def test_service_selects_the_server_pods_only(variant: Variant) -> None:
-    """The Service targets the http port; its selector matches the server pods but not the test pod."""
+    """The API Service has the http port only; its selector matches the server pods, not the test pod."""
     manifests = variant("default")
-    service = manifests.one("Service")
+    service = manifests.one("Service", FULLNAME)
     selector: dict[str, str] = service["spec"]["selector"]
     assert service["spec"]["ports"] == [
         {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
@@ -349,11 +363,13 @@ def test_service_selects_the_server_pods_only(variant: Variant) -> None:
 
 
 def test_optional_objects_are_off_by_default(variant: Variant) -> None:
+    """Off: Ingress, HPA, ServiceMonitor, dashboard. On: the workload, its policies and the metrics port."""
     manifests = variant("default")
-    for kind in ("Ingress", "HorizontalPodAutoscaler", "ServiceMonitor"):
+    for kind in ("Ingress", "HorizontalPodAutoscaler", "ServiceMonitor", "ConfigMap"):
         assert not manifests.has(kind), kind
     for kind in ("Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "NetworkPolicy"):
         assert manifests.has(kind), kind
+    assert manifests.one("Service", METRICS_SERVICE)
     assert manifests.deployment["spec"]["replicas"] == 1
     assert manifests.one("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
@@ -370,20 +386,81 @@ def test_ingress_routes_to_the_service_with_tls(variant: Variant) -> None:
     assert backend == {"name": FULLNAME, "port": {"number": 8000}}
 
 
-@pytest.mark.parametrize("name", ["full", "ingress-hpa-redis"])
-def test_hpa_scales_the_deployment_which_then_sets_no_replicas(variant: Variant, name: str) -> None:
+def _pods_metric(name: str, average: str) -> Doc:
+    return {
+        "type": "Pods",
+        "pods": {"metric": {"name": name}, "target": {"type": "AverageValue", "averageValue": average}},
+    }
+
+
+def _cpu_metric(utilization: int) -> Doc:
+    return {
+        "type": "Resource",
+        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": utilization}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "min_replicas", "metrics"),
+    [
+        ("full", 2, [_pods_metric("vllm_num_requests_waiting", "50")]),
+        ("ingress-hpa-redis", 2, [_pods_metric("rerank_requests_in_flight", "8")]),
+        ("metrics-off", 1, [_cpu_metric(80)]),
+    ],
+    ids=["waiting-requests", "raw-metrics", "cpu-fallback"],
+)
+def test_hpa_scales_the_deployment_which_then_sets_no_replicas(
+    variant: Variant, name: str, min_replicas: int, metrics: list[Doc]
+) -> None:
+    """vLLM's queue (full), a raw metrics list (ingress-hpa-redis) or, with neither, CPU (metrics-off)."""
     manifests = variant(name)
     hpa = manifests.one("HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
-    assert hpa["spec"]["minReplicas"] == 2
+    assert hpa["spec"]["minReplicas"] == min_replicas
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 600
     assert "replicas" not in manifests.deployment["spec"]
-    metric = hpa["spec"]["metrics"][0]
-    if name == "full":
-        assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 60}
-    else:
-        assert metric["type"] == "Pods"
+    assert hpa["spec"]["metrics"] == metrics
+
+
+HPA_ON = {"autoscaling.enabled": "true", "redis.url": "redis://redis:6379/0"}
+
+
+def test_hpa_on_waiting_requests_replaces_cpu_and_comes_before_raw_metrics() -> None:
+    """waitingRequests renders one Pods metric with the configured name and AverageValue target; raw
+    autoscaling.metrics follow it; the CPU target is gone (the HPA would otherwise also scale on CPU)."""
+    waiting = {
+        **HPA_ON,
+        "autoscaling.waitingRequests.enabled": "true",
+        "autoscaling.waitingRequests.metricName": "reranker_waiting",
+        "autoscaling.waitingRequests.targetAverage": "2500m",
+    }
+    hpa = render(sets=waiting).one("HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"] == [_pods_metric("reranker_waiting", "2500m")]
+    in_flight = '{"type": "Pods", "pods": {"metric": {"name": "rerank_requests_in_flight"}, ' + (
+        '"target": {"type": "AverageValue", "averageValue": "8"}}}'
+    )
+    both = render(sets=waiting, set_json=[f"autoscaling.metrics=[{in_flight}]"])
+    assert both.one("HorizontalPodAutoscaler")["spec"]["metrics"] == [
+        _pods_metric("reranker_waiting", "2500m"),
+        _pods_metric("rerank_requests_in_flight", "8"),
+    ]
+
+
+def test_hpa_falls_back_to_cpu_when_no_metric_is_configured() -> None:
+    """Defaults: waitingRequests off and no metrics list, so the HPA scales on CPU utilisation."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["autoscaling"]
+    assert defaults["waitingRequests"]["enabled"] is False
+    assert defaults["metrics"] == []
+    hpa = render(sets=HPA_ON).one("HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"] == [_cpu_metric(70)]
+    number = render(
+        sets={**HPA_ON, "autoscaling.waitingRequests.enabled": "true"},
+        set_json=["autoscaling.waitingRequests.targetAverage=4"],
+    )
+    assert number.one("HorizontalPodAutoscaler")["spec"]["metrics"] == [
+        _pods_metric("vllm_num_requests_waiting", "4")
+    ], "a number is rendered as a quantity string"
 
 
 def test_pdb_takes_min_available_when_given(variant: Variant) -> None:
@@ -400,16 +477,24 @@ def _server_policy(manifests: Manifests) -> Doc:
     return manifests.one("NetworkPolicy", FULLNAME)
 
 
+METRICS_PORTS = {"full": 9400, "metrics-off": None}
+
+
 @pytest.mark.parametrize("name", VARIANTS)
-def test_network_policy_admits_only_the_gateway_port(variant: Variant, name: str) -> None:
-    """Ingress: one rule, TCP 8000 only. Egress: DNS (53 UDP+TCP), and Redis's port only with Redis.
-    No rule without ports, so nothing is open to every port."""
+def test_network_policy_admits_only_the_gateway_and_metrics_ports(variant: Variant, name: str) -> None:
+    """Ingress: a rule for TCP 8000 and, with metrics on, one for the metrics port; nothing else.
+    Egress: DNS (53 UDP+TCP), and Redis's port only with Redis. No rule without ports, so nothing is open
+    to every port."""
     manifests = variant(name)
     policy = _server_policy(manifests)
     spec = policy["spec"]
     assert spec["podSelector"]["matchLabels"] == manifests.deployment["spec"]["selector"]["matchLabels"]
     assert spec["policyTypes"] == ["Ingress", "Egress"]
-    assert [rule["ports"] for rule in spec["ingress"]] == [[{"port": 8000, "protocol": "TCP"}]]
+    metrics_port = METRICS_PORTS.get(name, 9090)
+    expected_ingress = [[{"port": 8000, "protocol": "TCP"}]]
+    if metrics_port is not None:
+        expected_ingress.append([{"port": metrics_port, "protocol": "TCP"}])
+    assert [rule["ports"] for rule in spec["ingress"]] == expected_ingress
     egress_ports = [rule["ports"] for rule in spec["egress"]]
     assert egress_ports[0] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
     redis = manifests.env_value("RERANK_RATE_LIMIT_STORE") == "redis"
@@ -418,23 +503,33 @@ def test_network_policy_admits_only_the_gateway_port(variant: Variant, name: str
 
 
 def test_network_policy_peers_are_values_and_admit_the_test_pod(variant: Variant) -> None:
+    """API peers are ingressFrom plus the `helm test` pod; metrics peers are exactly metricsFrom (Prometheus),
+    so neither side reaches the other's port through the chart's rules."""
     manifests = variant("full")
     spec = _server_policy(manifests)["spec"]
     peers = spec["ingress"][0]["from"]
-    assert peers[0] == {
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
-    }
+    assert peers[:-1] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
     test_labels = manifests.test_pod["metadata"]["labels"]
     assert peers[-1]["podSelector"]["matchLabels"].items() <= test_labels.items()
+    assert spec["ingress"][1]["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
     assert spec["egress"][0]["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
     assert spec["egress"][1]["to"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cache"}}}
     ]
 
 
-def test_default_network_policy_admits_any_source_on_the_port(variant: Variant) -> None:
+def test_default_network_policy_admits_any_source_on_the_ports(variant: Variant) -> None:
+    """Empty ingressFrom and metricsFrom: any source on each port (NOTES says to restrict them)."""
     spec = _server_policy(variant("default"))["spec"]
-    assert "from" not in spec["ingress"][0]
+    assert len(spec["ingress"]) == 2
+    assert all("from" not in rule for rule in spec["ingress"])
 
 
 def test_network_policy_can_be_turned_off() -> None:
@@ -442,19 +537,154 @@ def test_network_policy_can_be_turned_off() -> None:
 
 
 def test_service_monitor_scrapes_metrics_on_the_service(variant: Variant) -> None:
-    """The ServiceMonitor (not in kubernetes-validate's schemas, so checked here) selects the Service and
-    scrapes GET /metrics on the http port."""
+    """The ServiceMonitor (not in kubernetes-validate's schemas, so checked here) selects the metrics Service,
+    not the API Service, and scrapes GET /metrics on its port named metrics."""
     manifests = variant("full")
     monitor = manifests.one("ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     spec = monitor["spec"]
-    assert spec["selector"]["matchLabels"].items() <= manifests.one("Service")["metadata"]["labels"].items()
+    selector = spec["selector"]["matchLabels"].items()
+    assert selector <= manifests.one("Service", METRICS_SERVICE)["metadata"]["labels"].items()
+    assert not selector <= manifests.one("Service", FULLNAME)["metadata"]["labels"].items()
     assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     assert spec["endpoints"] == [
-        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+        {"port": "metrics", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
     ]
     assert set(spec) == {"selector", "namespaceSelector", "endpoints"}
+    defaults = render(sets={"serviceMonitor.enabled": "true"}).one("ServiceMonitor")["spec"]["endpoints"]
+    assert defaults == [{"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}]
+
+
+# Metrics port
+
+
+@pytest.mark.parametrize(("name", "port"), [("default", 9090), ("full", 9400)])
+def test_metrics_have_a_port_of_their_own(variant: Variant, name: str, port: int) -> None:
+    """The container names the metrics port and tells the gateway which it is (RERANK_METRICS_PORT)."""
+    manifests = variant(name)
+    assert manifests.container["ports"] == [
+        {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": port, "protocol": "TCP"},
+    ]
+    assert manifests.env_value("RERANK_METRICS_PORT") == str(port)
+
+
+@pytest.mark.parametrize("name", ["default", "full"])
+def test_metrics_service_is_separate_from_the_api_service(variant: Variant, name: str) -> None:
+    """<fullname>-metrics carries only the metrics port and selects the server pods; the API Service (the
+    Ingress's backend) carries only the API port."""
+    manifests = variant(name)
+    port = manifests.env_value("RERANK_METRICS_PORT")
+    service = manifests.one("Service", METRICS_SERVICE)
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": int(str(port)), "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == manifests.deployment["spec"]["selector"]["matchLabels"]
+    assert service["metadata"]["labels"]["app.kubernetes.io/component"] == "metrics"
+    api_ports = [p["name"] for p in manifests.one("Service", FULLNAME)["spec"]["ports"]]
+    assert api_ports == ["http"]
+    if name == "full":
+        assert service["metadata"]["annotations"] == {"example.com/scraped-by": "prometheus"}
+
+
+def test_metrics_stay_on_a_cluster_ip_when_the_api_is_public() -> None:
+    """A LoadBalancer or NodePort API Service does not take the per-key metrics with it."""
+    manifests = render(sets={"service.type": "LoadBalancer"})
+    assert manifests.one("Service", FULLNAME)["spec"]["type"] == "LoadBalancer"
+    assert manifests.one("Service", METRICS_SERVICE)["spec"]["type"] == "ClusterIP"
+
+
+def test_metrics_off_removes_the_port_and_tells_the_gateway(variant: Variant) -> None:
+    """metrics.enabled=false: RERANK_METRICS_PORT=0 (the image's default is 9090), no container port, no
+    metrics Service, ServiceMonitor or NetworkPolicy rule."""
+    manifests = variant("metrics-off")
+    assert manifests.env_value("RERANK_METRICS_PORT") == "0"
+    assert [p["name"] for p in manifests.container["ports"]] == ["http"]
+    assert [s["metadata"]["name"] for s in manifests.of_kind("Service")] == [FULLNAME]
+    assert not manifests.has("ServiceMonitor")
+    assert not manifests.has("ConfigMap")
+    assert len(_server_policy(manifests)["spec"]["ingress"]) == 1
+
+
+def test_service_monitor_without_metrics_fails_and_explains() -> None:
+    message = render_error({"metrics.enabled": "false", "serviceMonitor.enabled": "true"})
+    assert "serviceMonitor.enabled=true" in message
+    assert "needs metrics.enabled=true" in message
+
+
+# Grafana dashboard
+
+
+def test_dashboard_config_map_carries_the_chart_file_for_the_sidecar(variant: Variant) -> None:
+    """full.yaml: the sidecar label (grafana_dashboard: "1"), extra labels and the folder annotation, in
+    Grafana's namespace; the data is the chart's dashboard file, unchanged and valid JSON."""
+    config_map = variant("full").one("ConfigMap", f"{FULLNAME}-dashboard")
+    metadata = config_map["metadata"]
+    assert metadata["namespace"] == "monitoring"
+    assert metadata["labels"]["grafana_dashboard"] == "1"
+    assert metadata["labels"]["example.com/team"] == "search"
+    assert metadata["labels"]["app.kubernetes.io/instance"] == RELEASE
+    assert metadata["annotations"] == {"grafana_folder": "Search"}
+    assert list(config_map["data"]) == ["reranker.json"]
+    assert config_map["data"]["reranker.json"] == DASHBOARD.read_text().rstrip("\n")
+    assert json.loads(config_map["data"]["reranker.json"])["uid"] == "product-rerank"
+
+
+def test_dashboard_sidecar_label_is_configurable() -> None:
+    """Another sidecar's label key and value; the release namespace by default."""
+    manifests = render(
+        sets={
+            "grafanaDashboard.enabled": "true",
+            "grafanaDashboard.sidecarLabel": "example.com/dashboard",
+            "grafanaDashboard.sidecarLabelValue": "search",
+        }
+    )
+    metadata = manifests.one("ConfigMap", f"{FULLNAME}-dashboard")["metadata"]
+    assert metadata["labels"]["example.com/dashboard"] == "search"
+    assert "grafana_dashboard" not in metadata["labels"]
+    assert "namespace" not in metadata, "rendered into the release namespace like every other object"
+    assert "annotations" not in metadata
+
+
+def test_dashboard_without_metrics_fails_and_explains() -> None:
+    message = render_error({"metrics.enabled": "false", "grafanaDashboard.enabled": "true"})
+    assert "grafanaDashboard.enabled=true" in message
+    assert "needs metrics.enabled=true" in message
+
+
+def _readme_monitoring_yaml() -> list[Any]:
+    """The YAML blocks of README.md's "Monitoring and autoscaling" part, in order."""
+    text = (CHART.parent / "README.md").read_text()
+    part = text.split("### Monitoring and autoscaling", 1)[1].split("\n## ", 1)[0]
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", part, re.DOTALL)]
+
+
+def test_readme_monitoring_example_renders_and_its_adapter_rule_serves_the_hpa() -> None:
+    """The README's values render (with Redis, which any scale-out needs) into what it says, and the
+    prometheus-adapter rule beside them serves exactly the metric name the HPA asks for."""
+    blocks = _readme_monitoring_yaml()
+    assert len(blocks) == 2, "the values example, then the adapter rule"
+    values: Doc = blocks[0]
+    rules: list[Doc] = blocks[1]
+    manifests = render(
+        sets={"redis.url": "redis://redis:6379/0"},
+        set_json=[f"{key}={json.dumps(value)}" for key, value in values.items()],
+    )
+    assert manifests.has("ServiceMonitor")
+    assert manifests.one("ConfigMap")["metadata"]["namespace"] == "monitoring"
+    assert _server_policy(manifests)["spec"]["ingress"][1]["from"] == values["networkPolicy"]["metricsFrom"]
+    metric = manifests.one("HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert metric == [_pods_metric("vllm_num_requests_waiting", "100")]
+    (rule,) = rules
+    assert rule["seriesQuery"] == 'vllm:num_requests_waiting{namespace!="",pod!=""}'
+    assert re.fullmatch(rule["name"]["matches"], "vllm:num_requests_waiting")
+    assert rule["name"]["as"] == metric[0]["pods"]["metric"]["name"]
+    assert rule["resources"] == {
+        "overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    }
+    assert rule["metricsQuery"] == "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)"
 
 
 # helm test

@@ -1,0 +1,178 @@
+"""The gateway's Prometheus metrics, counted once per request from the record its log line is made of.
+
+granian serves from worker processes (even with one worker), and the metrics port lives in the supervising
+process (scrape.py), so values must cross processes. prometheus-client's multiprocess mode does that with a
+locked mmap write per increment: about 33 us per request for the families below, a fifth of the gateway's
+own cost per request (docs/benchmarks.md, "Metrics overhead"). Instead each worker counts in plain Python
+(about 4 us) and, once a second and when it stops, writes its totals with prometheus-client's own
+exposition (``write_to_textfile``, atomic) to ``<RERANK_METRICS_DIR>/worker-<pid>.prom``; the metrics port
+sums the files on each scrape. A scrape is at most a second behind.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from gateway.requestlog import RequestRecord
+
+# Seconds, from 100 us: the gateway's own share of a request is well under a millisecond when it does its job.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075,
+    0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+UPSTREAM_FAILURES = ("timeout", "unavailable", "pool_full", "rejected", "error", "bad_answer")
+CACHE_RESULTS = ("hit", "coalesced", "miss")
+NO_KEY = "-"  # key_id of a request that presented no valid key (no key id can start with "-")
+FLUSH_INTERVAL_S = 1.0
+WORKER_FILE = "worker-{pid}.prom"
+
+HELP = {
+    "rerank_requests": "Requests answered, by route, HTTP status and API key id (- when no valid key).",
+    "rerank_request_duration_seconds": "Time from a request's first byte to its answer, in the gateway.",
+    "rerank_upstream_duration_seconds": "Time a request waited on vLLM (requests that called it).",
+    "rerank_gateway_duration_seconds": "The gateway's own share of a request: total minus upstream time.",
+    "rerank_request_documents": "Documents per rerank request.",
+    "rerank_request_chunks": "Query-document pairs (document chunks) per rerank request.",
+    "rerank_request_search_units": "Search units billed per successful rerank request.",
+    "rerank_search_units": "Search units billed, by API key id.",
+    "rerank_rate_limit_decisions": "Rate-limit decisions by key id: admitted, unlimited (no limits), "
+    "refused (limit says which: rpm, units, concurrency), fail_open or fail_closed (Redis did not answer).",
+    "rerank_requests_in_flight": "Requests the gateway is working on now, all workers together.",
+    "rerank_upstream_failures": "Failed calls to vLLM by kind: timeout, unavailable, pool_full (every "
+    "connection busy), rejected (vLLM said 4xx), error (vLLM said 5xx), bad_answer (unusable answer).",
+    "rerank_score_cache_pairs": "Query-document pairs by where their score came from: hit (a cache tier), "
+    "coalesced (another request's vLLM call for the same pair), miss (this request's vLLM call).",
+}
+
+
+class _Histogram:
+    """Bucket counts (not cumulative; the last is +Inf) and the sum: one bisect and two additions."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le is inclusive, as Prometheus defines it
+        self.total += value
+
+    def add_to(self, family: HistogramMetricFamily, labels: list[str]) -> None:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+        family.add_metric(labels, buckets, self.total)
+
+
+def _counter(name: str, labels: list[str], values: dict[tuple[str, ...], float]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, HELP[name], labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
+
+
+class Metrics(Collector):
+    """One worker's counts, and the collector that turns them into families. Labels stay bounded: routes
+    come from the route table (unknown paths are ``unmatched``), key ids from the keys file, kinds from
+    fixed lists. ``in_flight`` reads the worker's count of requests in progress (gateway/drain.py)."""
+
+    def __init__(self, in_flight: Callable[[], int], directory: Path | None = None) -> None:
+        self._in_flight = in_flight
+        self._file = directory / WORKER_FILE.format(pid=os.getpid()) if directory is not None else None
+        self._requests: dict[tuple[str, ...], float] = {}
+        self._latency: dict[str, tuple[_Histogram, _Histogram, _Histogram]] = {}
+        self._documents = _Histogram(SIZE_BUCKETS)
+        self._chunks = _Histogram(SIZE_BUCKETS)
+        self._search_units = _Histogram(SIZE_BUCKETS)
+        self._units_by_key: dict[tuple[str, ...], float] = {}
+        self._rate_limit: dict[tuple[str, ...], float] = {}
+        # Zero from the start, so that rate() and alerts see the first failure.
+        self._upstream_failures: dict[tuple[str, ...], float] = {(kind,): 0 for kind in UPSTREAM_FAILURES}
+        self._cache_pairs = [0, 0, 0]
+
+    def observe(self, record: RequestRecord) -> None:
+        """Everything one finished request contributes; called by the request log after its line."""
+        key_id = record.key_id or NO_KEY
+        route = record.route
+        counted = (route, str(record.status), key_id)
+        self._requests[counted] = self._requests.get(counted, 0) + 1
+        timers = self._latency.get(route)
+        if timers is None:
+            timers = (_Histogram(LATENCY_BUCKETS), _Histogram(LATENCY_BUCKETS), _Histogram(LATENCY_BUCKETS))
+            self._latency[route] = timers
+        total, upstream, gateway = timers
+        total.observe(record.duration_ms / 1000)
+        if record.upstream_ms > 0:
+            upstream.observe(record.upstream_ms / 1000)
+        gateway.observe(max(record.duration_ms - record.upstream_ms, 0.0) / 1000)
+        if record.documents is not None:
+            self._documents.observe(record.documents)
+        if record.chunks is not None:
+            self._chunks.observe(record.chunks)
+        if record.search_units is not None and record.status < 400:
+            self._search_units.observe(record.search_units)
+            self._units_by_key[(key_id,)] = self._units_by_key.get((key_id,), 0) + record.search_units
+        if record.limit is not None:
+            decision, _, kind = record.limit.partition(":")
+            decided = (key_id, "refused" if decision == "limited" else decision, kind)
+            self._rate_limit[decided] = self._rate_limit.get(decided, 0) + 1
+        if record.upstream_error is not None:
+            failed = (record.upstream_error,)
+            self._upstream_failures[failed] = self._upstream_failures.get(failed, 0) + 1
+        if record.cache_misses is not None:
+            pairs = self._cache_pairs
+            pairs[0] += record.cache_hits or 0
+            pairs[1] += record.cache_shared or 0
+            pairs[2] += record.cache_misses
+
+    def collect(self) -> Iterator[Metric]:
+        yield _counter("rerank_requests", ["route", "status", "key_id"], self._requests)
+        names = ("rerank_request_duration_seconds", "rerank_upstream_duration_seconds",
+                 "rerank_gateway_duration_seconds")  # fmt: skip
+        for position, name in enumerate(names):
+            latency = HistogramMetricFamily(name, HELP[name], labels=["route"])
+            for route, timers in self._latency.items():
+                timers[position].add_to(latency, [route])
+            yield latency
+        for name, histogram in (
+            ("rerank_request_documents", self._documents),
+            ("rerank_request_chunks", self._chunks),
+            ("rerank_request_search_units", self._search_units),
+        ):
+            sizes = HistogramMetricFamily(name, HELP[name], labels=[])
+            histogram.add_to(sizes, [])
+            yield sizes
+        yield _counter("rerank_search_units", ["key_id"], self._units_by_key)
+        yield _counter("rerank_rate_limit_decisions", ["key_id", "decision", "limit"], self._rate_limit)
+        yield _counter("rerank_upstream_failures", ["kind"], self._upstream_failures)
+        pairs: dict[tuple[str, ...], float] = {
+            (result,): float(n) for result, n in zip(CACHE_RESULTS, self._cache_pairs, strict=True)
+        }
+        yield _counter("rerank_score_cache_pairs", ["result"], pairs)
+        name = "rerank_requests_in_flight"
+        yield GaugeMetricFamily(name, HELP[name], value=self._in_flight())
+
+    def flush(self) -> None:
+        """This worker's totals to its file (atomically: written aside, then renamed over the old one)."""
+        if self._file is None:
+            return
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        write_to_textfile(str(self._file), registry)
