@@ -210,3 +210,16 @@ def test_a_keys_default_fusion_applies_to_its_object_requests_only(with_defaults
     assert strings.status_code == 200
     assert all("fused_score" not in r for r in strings.json()["results"])
     assert plain.json()["meta"] == default.json()["meta"]
+
+
+def test_jina_route_blends_too_and_score_threshold_still_reads_the_models_score(http: httpx.Client) -> None:
+    """`/rerank` shares v1's contract, fusion included; `score_threshold` filters on `relevance_score`
+    after `top_n` has cut the blended order."""
+    body = {"query": QUERY, "documents": PRODUCTS, **RANK, "fusion": {"fields": {"ctr": 1.0}}}
+    full = http.post("/rerank", json=body).json()["results"]
+    assert [r["index"] for r in full] == by_field("ctr")
+    assert all("fused_score" in r and r["document"] == PRODUCTS[r["index"]] for r in full)
+    cut = sorted(r["relevance_score"] for r in full[:4])[1]  # the second lowest model score of the top 4
+    kept = http.post("/rerank", json={**body, "top_n": 4, "score_threshold": cut}).json()["results"]
+    assert [r["index"] for r in kept] == [r["index"] for r in full[:4] if r["relevance_score"] >= cut]
+    assert len(kept) == 3
