@@ -54,7 +54,8 @@ class FusionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         _doc("`minmax` scales every list to [0, 1] over the request's documents; `none` uses the values."),
     ] = "minmax"
     missing: Annotated[
-        float | None, _doc("Value for a document without the field (or null); absent: such a document is a 400.")
+        float | None,
+        _doc("Value for a document without the field (or null); absent: such a document is a 400."),
     ] = None
 
 
