@@ -1,4 +1,5 @@
-"""``python -m gateway`` (console script ``rerank-gateway``): serve, check the configuration, make a key."""
+"""``python -m gateway`` (console script ``rerank-gateway``): serve, check the configuration, make a key;
+``python -m gateway eval ...`` runs the evaluation command (``rerank-eval``, gateway/eval)."""
 
 from __future__ import annotations
 
@@ -111,13 +112,19 @@ def _keygen(key_id: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["eval"]:  # its own parser, and a client: none of the server is imported for it
+        from gateway.eval.__main__ import main as evaluate  # noqa: PLC0415
+
+        return evaluate(args[1:])
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="serve the API (default); configured by RERANK_* variables")
     sub.add_parser("check", help="validate the RERANK_* configuration and keys, then exit (0 or 2)")
     keygen = sub.add_parser("keygen", help="make a new API key and print its keys-file line")
     keygen.add_argument("key_id", help="non-secret id that logs and limits use, e.g. shop-42")
-    ns = parser.parse_args(argv)
+    sub.add_parser("eval", help="measure relevance on labelled searches (rerank-eval --help)", add_help=False)
+    ns = parser.parse_args(args)
     if ns.command == "keygen":
         return _keygen(ns.key_id)
     if ns.command == "check":

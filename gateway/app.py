@@ -19,6 +19,7 @@ from gateway.cache import ScoreCache, SharedTier, model_identity
 from gateway.drain import InFlight
 from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
 from gateway.fastpath import FastRoutes, ReadBody
+from gateway.fusion import plan_for
 from gateway.keys import ApiKey, KeyRing
 from gateway.limits import Limiter, LimitStore, MemoryStore, RedisStore
 from gateway.observe.metrics import FLUSH_INTERVAL_S, Metrics
@@ -129,6 +130,7 @@ def _results(ranking: Ranking, documents: list[Document] | None) -> list[Result]
             # post-processor casts every score to Double).
             relevance_score=float(ranking.scores[i]),
             document=msgspec.UNSET if documents is None else _as_object(documents[i]),
+            fused_score=msgspec.UNSET if ranking.fused is None else ranking.fused[i],
         )
         for i in ranking.order
     ]
@@ -270,16 +272,19 @@ class RerankApi:
         self, key: ApiKey, body: V1RerankRequest, chunk_tokens: int, max_chunks: int
     ) -> Ranking:
         reranker = self._reranker
+        texts = reranker.render_v1(body.documents, body.rank_fields)
+        fusion = plan_for(body.fusion, key.fusion, body.documents)  # its 400s come before any scoring
         return await reranker.rank(
             key=key,
             query=body.query,
-            texts=reranker.render_v1(body.documents, body.rank_fields),
+            texts=texts,
             instruction=reranker.instruction(body.instruction),
             top_n=body.top_n,
             chunk_tokens=chunk_tokens,
             max_chunks=max_chunks,
             use_cache=body.cache,
             score_threshold=body.score_threshold,
+            fusion=fusion,
         )
 
     async def v2(self, authorization: str, content_type: str, read_body: ReadBody) -> bytes:
@@ -290,6 +295,8 @@ class RerankApi:
         reranker.check_positive("max_tokens_per_doc", body.max_tokens_per_doc)
         if body.relevant_spans is not None and body.relevant_spans.mode == "enabled":
             raise invalid("relevant_spans is not supported by this model")
+        if body.fusion is not None and body.fusion.fields:
+            raise invalid("fusion needs object documents with numeric fields; use /v1/rerank")
         ranking = await reranker.rank(
             key=key,
             query=body.query,

@@ -6,9 +6,11 @@ brute-force the preimage, and the digest on disk is useless to a reader of the k
 File format, one key a line (``#`` starts a comment), limits optional::
 
     <key-id> sha256:<64 hex digits> [rpm=N|none] [units_per_minute=N|none] [concurrency=N|none] [cache=on|off]
+        [fusion=<field>:<weight>,... [fusion_normalize=minmax|none] [fusion_missing=<number>]]
 
 A limit left out takes the deployment default (RERANK_DEFAULT_*); ``none`` lifts it for that key.
 ``cache=off`` keeps the key's requests out of the score cache (neither read nor written).
+``fusion=...`` is the key's default score fusion (gateway/fusion.py) for v1 requests of object documents.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from gateway.fusion import FusionSpec, parse_key_options
 from gateway.limits import MAX_PER_MINUTE, KeyLimits
 
 KEY_PREFIX = "rk_"
@@ -35,6 +38,7 @@ class ApiKey:
     digest: bytes
     limits: dict[str, int | None] = field(default_factory=dict)  # only those the line sets
     cache: bool = True
+    fusion: FusionSpec | None = None  # the key's default fusion, for requests that send none
 
     def effective_limits(self, defaults: KeyLimits) -> KeyLimits:
         """The deployment defaults, overridden by whatever this key's line sets."""
@@ -67,20 +71,29 @@ def parse(text: str, *, source: str) -> list[ApiKey]:
             )
         limits: dict[str, int | None] = {}
         cache = True
+        fusion_options: dict[str, str] = {}
         for option in fields[2:]:
             name, _, value = option.partition("=")
             if name == "cache" and value in ("on", "off"):
                 cache = value == "on"
+                continue
+            if name.startswith("fusion"):
+                fusion_options[name] = value
                 continue
             if name not in LIMIT_OPTIONS or not (
                 value == "none" or (value.isdigit() and 0 < int(value) <= MAX_PER_MINUTE)
             ):
                 raise ValueError(
                     f"{source} line {number}: limits are {', '.join(n + '=N|none' for n in LIMIT_OPTIONS)} "
-                    f"with N from 1 to {MAX_PER_MINUTE}, and cache=on|off"
+                    f"with N from 1 to {MAX_PER_MINUTE}, cache=on|off and fusion=<field>:<weight>,..."
                 )
             limits[name] = None if value == "none" else int(value)
-        keys.append(ApiKey(fields[0], bytes.fromhex(fields[1].removeprefix("sha256:")), limits, cache))
+        try:
+            fusion = parse_key_options(fusion_options)
+        except ValueError as exc:
+            raise ValueError(f"{source} line {number}: {exc}") from None
+        key_digest = bytes.fromhex(fields[1].removeprefix("sha256:"))
+        keys.append(ApiKey(fields[0], key_digest, limits, cache, fusion))
     return keys
 
 

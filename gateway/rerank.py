@@ -13,6 +13,7 @@ import anyio.to_thread
 
 from gateway.cache import ScoreCache
 from gateway.errors import ApiError, ErrorKind, invalid
+from gateway.fusion import FusionPlan, order_of
 from gateway.keys import ApiKey
 from gateway.limits import KeyLimits, Limiter
 from gateway.requestlog import current_record
@@ -29,6 +30,7 @@ class Ranking:
     scores: list[float]  # per original document
     search_units: int
     input_tokens: int  # every prompt scored for the request (all chunks, all documents), as vLLM counts
+    fused: list[float] | None = None  # per original document, when fusion ordered them (gateway/fusion.py)
 
 
 class Reranker:
@@ -130,6 +132,7 @@ class Reranker:
         max_chunks: int,
         use_cache: bool | None = None,
         score_threshold: float | None = None,
+        fusion: FusionPlan | None = None,
     ) -> Ranking:
         """Score every document (best chunk wins) and order them; ``max_chunks=1`` truncates instead.
 
@@ -195,12 +198,17 @@ class Reranker:
         for doc_pieces in pieces:
             scores.append(max(chunk_scores[position : position + len(doc_pieces)]))
             position += len(doc_pieces)
-        return Ranking(_order(scores, top_n, score_threshold), scores, search_units, scored.tokens)
+        fused = fusion.blend(scores) if fusion is not None else None
+        order = _order(scores, fused, top_n, score_threshold)
+        return Ranking(order, scores, search_units, scored.tokens, fused)
 
 
-def _order(scores: list[float], top_n: int | None, score_threshold: float | None) -> list[int]:
-    """Indices best first (ties by position), at most ``top_n``, none scoring below ``score_threshold``."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[: top_n or len(scores)]
+def _order(
+    scores: list[float], fused: list[float] | None, top_n: int | None, score_threshold: float | None
+) -> list[int]:
+    """Indices best first (by the fusion blend when there is one, else the score; ties by position), at
+    most ``top_n``, none whose model score is below ``score_threshold``."""
+    order = order_of(scores, fused)[: top_n or len(scores)]
     if score_threshold is None:
         return order
     return [i for i in order if scores[i] >= score_threshold]

@@ -37,6 +37,37 @@ Instruction = Annotated[
 Cache = Annotated[bool | None, _doc("Extension: false skips the pair-score cache for this request.")]
 
 
+class FusionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Extension: order by a blend of the model's score and numeric document fields (gateway/fusion.py):
+    `(1 - sum of weights) * N(relevance_score) + sum(weight * N(field))`. Unknown fields here are a 400,
+    so a misspelt option never ranks plainly in silence."""
+
+    fields: Annotated[
+        dict[str, float],
+        _doc(
+            "Numeric document field -> weight, each in [0, 1], adding up to at most 1 (the model's score "
+            "gets the rest). Empty: no fusion (also turns an API key's default off)."
+        ),
+    ]
+    normalize: Annotated[
+        Literal["minmax", "none"],
+        _doc("`minmax` scales every list to [0, 1] over the request's documents; `none` uses the values."),
+    ] = "minmax"
+    missing: Annotated[
+        float | None,
+        _doc("Value for a document without the field (or null); absent: such a document is a 400."),
+    ] = None
+
+
+Fusion = Annotated[
+    FusionRequest | None,
+    _doc(
+        "Extension: blend the model's score with numeric fields of object documents (popularity, margin); "
+        "results come in the blended order with the blend as `fused_score`."
+    ),
+]
+
+
 class V1RerankRequest(msgspec.Struct, kw_only=True):
     """Cohere v1 (`/v1/rerank`)."""
 
@@ -64,6 +95,7 @@ class V1RerankRequest(msgspec.Struct, kw_only=True):
     score_threshold: ScoreThreshold = None
     instruction: Instruction = None  # extension: overrides the deployment's default instruction
     cache: Cache = None  # extension: false skips the score cache for this request
+    fusion: Fusion = None  # extension: order by a blend with numeric document fields
 
 
 class JinaRerankRequest(V1RerankRequest, kw_only=True):
@@ -102,6 +134,9 @@ class V2RerankRequest(msgspec.Struct, kw_only=True):
     score_threshold: ScoreThreshold = None
     instruction: Instruction = None
     cache: Cache = None
+    fusion: Annotated[
+        FusionRequest | None, _doc("Refused (a 400) unless `fields` is empty: v2 documents are strings.")
+    ] = None
 
 
 class ApiVersion(msgspec.Struct):
@@ -133,6 +168,10 @@ class Result(msgspec.Struct, omit_defaults=True):
         dict[str, Any] | msgspec.UnsetType,
         _doc('The document as sent (strings as `{"text": ...}`); only with `return_documents`.'),
     ] = msgspec.UNSET  # never null: absent unless asked for
+    fused_score: Annotated[
+        float | msgspec.UnsetType,
+        _doc("Extension: the blend that ordered the results; only when the request asked for `fusion`."),
+    ] = msgspec.UNSET
 
 
 class RerankResponse(msgspec.Struct):

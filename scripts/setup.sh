@@ -49,7 +49,10 @@ case "$FLAVOUR" in
   *) say "unknown flavour '$FLAVOUR' (cpu or gpu)"; exit 2 ;;
 esac
 
-"$VENV/bin/python" -c "import vllm.entrypoints.openai.api_server, gateway.app, gateway.demo.page, model_setup.serving" \
+"$VENV/bin/python" -c "import vllm.entrypoints.openai.api_server, gateway.app, gateway.demo.page, gateway.eval.report, gateway.eval.metrics, model_setup.serving" \
   || { say "the environment does not import cleanly"; exit 1; }
+# rerank-eval's metrics (ranx) are numba kernels compiled on first use, about 40 s on two cores, then cached
+# in the venv: compile them here once rather than in the first evaluation a person (or the suite) runs.
+"$VENV/bin/python" -c "from gateway.eval.metrics import warm_up; warm_up()"
 printf '%s' "$inputs" > "$stamp"
 say "ready: $VENV"

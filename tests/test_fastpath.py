@@ -86,6 +86,21 @@ CASES: list[tuple[str, str, dict[str, str], bytes]] = [
             {"query": "q", "documents": ["a"], "max_tokens_per_doc": 4, "max_chunks_per_doc": 2}
         ).encode(),
     ),
+    (
+        "v1 fusion",
+        "/v1/rerank",
+        {},
+        json.dumps(
+            {"query": "q", "documents": [{"text": "a", "ctr": 0.1}, {"text": "b", "ctr": 0.3}], "top_n": 1}
+            | {"fusion": {"fields": {"ctr": 0.5}}}
+        ).encode(),
+    ),
+    (
+        "fusion field missing",
+        "/v1/rerank",
+        {},
+        json.dumps({"query": "q", "documents": [{"text": "a"}], "fusion": {"fields": {"ctr": 0.5}}}).encode(),
+    ),
     ("no key", "/v2/rerank", {"authorization": ""}, b"{}"),
     ("bad key", "/v2/rerank", {"authorization": "Bearer rk_nope"}, b"{}"),
     ("not bearer", "/v1/rerank", {"authorization": "Basic abc"}, b"{}"),

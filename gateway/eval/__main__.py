@@ -1,0 +1,242 @@
+"""``rerank-eval`` (also ``python -m gateway eval``): does reranking beat the order a shop has today?
+
+    rerank-eval smoke --endpoint ours=http://localhost:8000 --api-key-file ours=./key
+    rerank-eval export.jsonl --endpoint small=http://a:8000 --endpoint large=http://b:8000 \\
+        --api-key-file ./key --sweep ctr=0,0.1,0.2,0.4
+    rerank-eval shopping_queries_dataset_examples.parquet \\
+        --esci-products shopping_queries_dataset_products.parquet --esci-split test --esci-locale us \\
+        --limit 500 --endpoint ours=http://localhost:8000 --api-key-file ours=./key
+
+Options that differ per endpoint take NAME=VALUE (for that endpoint) or VALUE (for every endpoint):
+--api-key-file, --model, --instruction. Keys come from files (or RERANK_EVAL_API_KEY), never the
+command line. Answers are kept in the result store, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import os
+import re
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.eval.dataset import SMOKE, DatasetError, LabelledSet, load
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
+DEFAULT_OUT = Path("var/eval")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rerank-eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("data", help=f"labelled searches: a JSONL file, ESCI examples, or '{SMOKE}'")
+    parser.add_argument("--format", choices=["auto", "jsonl", "esci"], default="auto", dest="layout")
+    esci = parser.add_argument_group("ESCI")
+    esci.add_argument("--esci-products", type=Path, help="shopping_queries_dataset_products (product text)")
+    esci.add_argument("--esci-split", help="keep one split: train or test")
+    esci.add_argument("--esci-version", choices=["small", "large"], help="keep the rows of one version")
+    esci.add_argument("--esci-locale", help="keep one product_locale: us, es or jp")
+    calls = parser.add_argument_group("endpoints")
+    calls.add_argument("--endpoint", action="append", default=[], metavar="NAME=URL", help="repeatable")
+    calls.add_argument("--api-key-file", action="append", default=[], metavar="[NAME=]PATH")
+    calls.add_argument("--model", action="append", default=[], metavar="[NAME=]MODEL")
+    calls.add_argument("--instruction", action="append", default=[], metavar="[NAME=]TEXT")
+    calls.add_argument("--rank-fields", help="comma-separated product fields (default: the data set's)")
+    calls.add_argument("--top-n", type=int, help="ask for (and measure) only the top N")
+    calls.add_argument("--concurrency", type=int, default=4, help="requests in flight per endpoint")
+    calls.add_argument("--limit", type=int, help="only the first N queries")
+    calls.add_argument("--timeout-s", type=float, default=60.0)
+    calls.add_argument("--retries", type=int, default=3, help="per request, on 429 and 5xx (Retry-After)")
+    fusion = parser.add_argument_group("fusion sweep (this gateway's extension)")
+    fusion.add_argument(
+        "--sweep", action="append", default=[], metavar="FIELD=W1,W2,...", help="repeatable: a grid"
+    )
+    fusion.add_argument("--sweep-endpoint", metavar="NAME", help="the endpoint to blend (default: the first)")
+    fusion.add_argument("--sweep-normalize", choices=["minmax", "none"], default="minmax")
+    measure = parser.add_argument_group("measuring")
+    measure.add_argument("--relevant", type=int, help="label counted relevant by MRR and recall (default 2)")
+    measure.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    measure.add_argument("--test", choices=["student", "fisher"], default="student")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, help="report directory (default var/eval/<data set>)")
+    output.add_argument("--store", type=Path, help="result store directory (default var/eval/store)")
+    output.add_argument("--no-store", action="store_true", help="ask every endpoint afresh, keep nothing")
+    output.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+class UsageError(ValueError):
+    """A setting the command cannot run with; the message says what to change."""
+
+
+def _per_endpoint(values: list[str], names: Sequence[str], option: str) -> dict[str, str]:
+    """``NAME=VALUE`` for one endpoint, a bare ``VALUE`` for every endpoint without its own."""
+    chosen: dict[str, str] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        key = name if sep and name in names else "*"
+        if key in chosen:
+            raise UsageError(f"{option} given twice for {'every endpoint' if key == '*' else key}")
+        chosen[key] = rest if key != "*" else value
+    return chosen
+
+
+def _read_key(path: str) -> str:
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the API key file {path}: {exc.strerror}") from None
+    if not text or len(text.split()) != 1:
+        raise UsageError(f"the API key file {path} must hold exactly one raw key")
+    return text
+
+
+def sweep_grid(specs: list[str]) -> list[dict[str, float]]:
+    axes: list[list[tuple[str, float]]] = []
+    for spec in specs:
+        name, sep, weights = spec.partition("=")
+        try:
+            values = [float(w) for w in weights.split(",")] if sep and name else []
+        except ValueError:
+            values = []
+        if not values or not all(0.0 <= w <= 1.0 for w in values):
+            raise UsageError(f"--sweep {spec}: expected FIELD=W1,W2,... with weights from 0 to 1")
+        axes.append([(name, w) for w in values])
+    grid = [dict(point) for point in itertools.product(*axes)]
+    return [weights for weights in grid if sum(weights.values()) <= 1.0 + 1e-9]
+
+
+def run(ns: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915  # one straight pipeline, top to bottom
+    # Imported here: ranx compiles with numba and matplotlib is large; --help and usage errors stay fast.
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from gateway.eval import metrics, report  # noqa: PLC0415
+    from gateway.eval.client import Endpoint, EndpointClient, EndpointFailed  # noqa: PLC0415
+    from gateway.eval.runner import Collected, collect  # noqa: PLC0415
+    from gateway.eval.store import ResultStore  # noqa: PLC0415
+
+    data: LabelledSet = load(
+        ns.data,
+        layout=ns.layout,
+        products=ns.esci_products,
+        split=ns.esci_split,
+        version=ns.esci_version,
+        locale=ns.esci_locale,
+    ).limited(ns.limit)
+    err = Console(stderr=True, highlight=False)
+    out = Console(highlight=False)
+    if not out.is_terminal:  # a log or a file: no window to fit, keep the table's rows on one line each
+        out = Console(highlight=False, width=140)
+    if data.name == SMOKE:
+        err.print("rerank-eval: the smoke set checks the pipeline; it is too small to choose a model by")
+
+    endpoints: list[Endpoint] = []
+    names: list[str] = []
+    for spec in ns.endpoint:
+        name, sep, url = spec.partition("=")
+        if not sep or not NAME_RE.match(name) or not url.startswith(("http://", "https://")):
+            raise UsageError(f"--endpoint {spec}: expected NAME=http(s)://host[:port]")
+        if name in names or name == metrics.BASELINE:
+            raise UsageError(f"--endpoint {name}: names must be unique and not '{metrics.BASELINE}'")
+        names.append(name)
+    if not names:
+        raise UsageError("name at least one --endpoint NAME=URL")
+    keys = _per_endpoint(ns.api_key_file, names, "--api-key-file")
+    models = _per_endpoint(ns.model, names, "--model")
+    instructions = _per_endpoint(ns.instruction, names, "--instruction")
+    for spec, name in zip(ns.endpoint, names, strict=True):
+        key_file = keys.get(name, keys.get("*"))
+        api_key = _read_key(key_file) if key_file else os.environ.get("RERANK_EVAL_API_KEY", "").strip()
+        if not api_key:
+            raise UsageError(f"no API key for {name}: --api-key-file {name}=PATH (or RERANK_EVAL_API_KEY)")
+        model, instruction = models.get(name, models.get("*")), instructions.get(name, instructions.get("*"))
+        endpoints.append(Endpoint(name, spec.partition("=")[2], api_key, model, instruction))
+
+    sweep: list[report.SweepPoint] = []
+    if ns.sweep:
+        plain = next((e for e in endpoints if e.name == (ns.sweep_endpoint or names[0])), None)
+        if plain is None:
+            raise UsageError(f"--sweep-endpoint {ns.sweep_endpoint}: no such --endpoint")
+        for weights in sweep_grid(ns.sweep):
+            name = plain.name + "+" + "+".join(f"{field}={weight:g}" for field, weight in weights.items())
+            fusion = {"fields": weights, "normalize": ns.sweep_normalize}
+            endpoints.append(plain.fused(name, fusion))
+            sweep.append(report.SweepPoint(name, plain.name, weights))
+
+    rank_fields = ns.rank_fields.split(",") if ns.rank_fields else list(data.rank_fields or []) or None
+    if rank_fields:
+        err.print(f"rerank-eval: ranking on {', '.join(rank_fields)} (--rank-fields to choose)")
+    for option in ("top_n", "concurrency", "limit"):
+        value = getattr(ns, option)
+        if value is not None and value < 1:
+            raise UsageError(f"--{option.replace('_', '-')} must be at least 1")
+    relevant = ns.relevant if ns.relevant is not None else metrics.default_relevant(data.max_label)
+    store_dir = None if ns.no_store else (ns.store or DEFAULT_OUT / "store")
+    queries = data.queries
+
+    collected: list[Collected] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, disable=ns.quiet) as progress:
+        for endpoint in endpoints:
+            task = progress.add_task(endpoint.name, total=len(queries))
+            client = EndpointClient(endpoint, timeout_s=ns.timeout_s, max_retries=ns.retries)
+            try:
+                collected.append(
+                    collect(
+                        client,
+                        queries,
+                        store=ResultStore(store_dir, endpoint),
+                        rank_fields=rank_fields,
+                        top_n=ns.top_n,
+                        concurrency=ns.concurrency,
+                        advance=functools.partial(progress.advance, task),
+                    )
+                )
+            except EndpointFailed as exc:
+                err.print(f"rerank-eval: {exc}")
+                err.print("rerank-eval: answers so far are kept; run the same command again to resume")
+                return 1
+
+    runs = {metrics.BASELINE: metrics.baseline_run(queries, ns.top_n)}
+    runs |= {c.endpoint.name: metrics.answer_run(queries, c.answers) for c in collected}
+    pairs = [(name, metrics.BASELINE) for name in runs if name != metrics.BASELINE]
+    pairs += [(point.run, point.endpoint) for point in sweep]
+    evaluation = metrics.evaluate(queries, runs, pairs=pairs, relevant=relevant, alpha=ns.alpha, test=ns.test)
+    context = report.Context(
+        dataset=data.name,
+        queries=len(queries),
+        rank_fields=rank_fields,
+        top_n=ns.top_n,
+        collected=collected,
+        sweep=sweep,
+        normalize=ns.sweep_normalize,
+        command=shlex.join(["rerank-eval", *ns.argv]),
+    )
+    report.print_table(evaluation, context, out)
+    written = report.write(evaluation, context, ns.out or DEFAULT_OUT / data.name)
+    err.print(f"rerank-eval: wrote {', '.join(str(path) for path in written)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    ns = _parser().parse_args(args)
+    ns.argv = args  # the report quotes the command that made it (keys are files: nothing secret in it)
+    try:
+        return run(ns)
+    except (UsageError, DatasetError) as exc:
+        print(f"rerank-eval: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
