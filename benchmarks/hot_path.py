@@ -214,6 +214,7 @@ def stand_in(ns: argparse.Namespace) -> dict[str, Any]:
             upstream=upstream,
             keys=line,
             python_path=baseline_worktree(ns.baseline_rev),
+            RERANK_SCORE_CACHE_MAX_BYTES="0",  # revisions with the cache would answer the repeats from it
         )
         direct_lua = wrk.script(OUT / "score5.lua", score_body(docs))
         rerank_lua = wrk.script(OUT / "rerank5.lua", rerank_body(docs), key=raw)
