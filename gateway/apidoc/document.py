@@ -177,6 +177,8 @@ def _limits(schemas: dict[str, Any], limits: Limits) -> None:
         _constrain(fields["rank_fields"], minItems=1)
     for request in ("JinaRerankRequest", "V2RerankRequest"):
         _constrain(schemas[request]["properties"]["max_tokens_per_doc"], minimum=1)
+    weights = schemas["FusionRequest"]["properties"]["fields"]["additionalProperties"]
+    weights.update(minimum=0, maximum=1)  # each in [0, 1], as gateway/fusion.py checks
 
 
 def openapi(*, title: str, version: str, limits: Limits) -> dict[str, Any]:
