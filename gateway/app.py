@@ -20,6 +20,7 @@ from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
 from gateway.fastpath import FastRoutes, ReadBody
 from gateway.keys import ApiKey, KeyRing
 from gateway.limits import Limiter, LimitStore, MemoryStore, RedisStore
+from gateway.neutralise import Neutraliser
 from gateway.observe.metrics import Metrics
 from gateway.requestlog import RequestLog, current_record, new_request_id
 from gateway.rerank import Ranking, Reranker
@@ -260,7 +261,8 @@ def create_app(settings: Settings) -> Litestar:
     upstream = Upstream(settings)
     limiter = Limiter(_limit_store(settings), fail_open=settings.redis_failure_mode == "open")
     cache = _score_cache(settings)
-    reranker = Reranker(settings, upstream, budget, limiter, cache)
+    neutraliser = Neutraliser.for_prompt(budget.tokenizer)
+    reranker = Reranker(settings, upstream, budget, limiter, cache, neutraliser=neutraliser)
 
     api = RerankApi(settings, keyring, reranker)
 

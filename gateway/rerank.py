@@ -15,6 +15,7 @@ from gateway.cache import ScoreCache
 from gateway.errors import ApiError, ErrorKind, invalid
 from gateway.keys import ApiKey
 from gateway.limits import KeyLimits, Limiter
+from gateway.neutralise import Neutraliser
 from gateway.requestlog import current_record
 from gateway.settings import Settings
 from gateway.tokens import PromptBudget
@@ -38,8 +39,11 @@ class Reranker:
         budget: PromptBudget,
         limiter: Limiter,
         cache: ScoreCache,
+        *,
+        neutraliser: Neutraliser,
     ) -> None:
         self._settings = settings
+        self._neutral = neutraliser
         self._upstream = upstream
         self._budget = budget
         self._limiter = limiter
@@ -117,6 +121,16 @@ class Reranker:
                 raise invalid(f"documents[{i}] has no 'text' string; add one or name fields in rank_fields")
         return texts
 
+    def _model_text(self, query: str, instruction: str, texts: list[str]) -> tuple[str, str, list[str]]:
+        """The text the model reads: control-token strings in it are broken up (gateway/neutralise.py), so
+        budgets, chunks and cache keys all see that text. Lengths are checked on what the client sent."""
+        limit = self._settings.max_document_chars
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                raise invalid(f"documents[{i}] is {len(text)} characters; the limit is {limit}")
+        neutral = self._neutral
+        return neutral(query), neutral(instruction), [neutral(text) for text in texts]
+
     async def rank(
         self,
         *,
@@ -134,10 +148,9 @@ class Reranker:
         Every request is billed and rate-limited in full, cached pairs included: ``billed_units`` depends
         on the request alone, so it is predictable and tells no one what the cache holds (README).
         """
-        limit = self._settings.max_document_chars
-        for i, text in enumerate(texts):
-            if len(text) > limit:
-                raise invalid(f"documents[{i}] is {len(text)} characters; the limit is {limit}")
+        query, instruction, texts = self._model_text(query, instruction, texts)
+        neutral = self._neutral
+        edges = neutral.edges if neutral.has_edges else None  # never for Qwen3's template
         query_tokens = self._budget.query_tokens(query)
         if query_tokens > self._settings.max_query_tokens:
             raise invalid(f"query is {query_tokens} tokens; the limit is {self._settings.max_query_tokens}")
@@ -160,6 +173,8 @@ class Reranker:
                 limiter=self._tokenizer_threads,
             )
         flat = [piece for doc_pieces in pieces for piece in doc_pieces]
+        if edges is not None:  # a template where a piece's edge could complete a token with the prompt
+            flat, query, instruction = [edges(piece) for piece in flat], edges(query), edges(instruction)
         search_units = max(1, math.ceil(len(flat) / DOCUMENTS_PER_SEARCH_UNIT))
         record = current_record()
         if record is not None:

@@ -32,6 +32,10 @@ class PromptBudget:
         # Head queries repeat: their counts are remembered too (short strings, bounded count).
         self.query_tokens = functools.lru_cache(maxsize=QUERIES_CACHED)(self.count)
 
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer
+
     @classmethod
     def from_model_dir(cls, model_dir: Path, *, max_model_len: int) -> PromptBudget:
         return cls(Tokenizer.from_file(str(model_dir / "tokenizer.json")), max_model_len=max_model_len)
