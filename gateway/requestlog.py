@@ -43,6 +43,7 @@ class RequestRecord:
     chunks: int | None = None
     search_units: int | None = None
     limit: str | None = None  # the rate-limit decision: admitted, limited:<kind>, fail_open, unlimited
+    refunded: bool | None = None  # the admission's charge was given back (vLLM failed, the load was shed)
     # Pairs (chunks) by where their score came from: a cache tier, another request's call, our own vLLM call.
     cache_hits: int | None = None
     cache_shared: int | None = None

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from gateway.cache import ScoreCache
+from gateway.cache import ScoreCache, Scored
 from gateway.errors import ApiError, ErrorKind, invalid
 from gateway.keys import ApiKey
 from gateway.limits import KeyLimits, Limiter
@@ -22,6 +22,10 @@ from gateway.tokens import PromptBudget
 from gateway.upstream import Upstream
 
 DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere's billing unit: one query against up to 100 documents (chunks)
+# Failures that are the model server's, not the caller's: the request's charge is given back.
+UPSTREAM_FAILURES = frozenset(
+    {ErrorKind.UPSTREAM_ERROR, ErrorKind.UPSTREAM_UNAVAILABLE, ErrorKind.UPSTREAM_TIMEOUT}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,12 +161,7 @@ class Reranker:
         room = self._budget.document_budget(instruction, query, query_tokens=query_tokens)
         if room < 1:
             raise invalid("the instruction and query leave no room for documents in the model's context")
-        known = self._limits.get(id(key))
-        if known is not None and known[0] is key:  # the same key object: its limits cannot have changed
-            limits = known[1]
-        else:
-            limits = key.effective_limits(self._settings.default_limits)
-            self._limits[id(key)] = (key, limits)
+        limits = self._key_limits(key)
         self._limiter.precheck(key.key_id, limits)  # a key out of requests costs us no tokenizing
         size = min(chunk_tokens, room)
         if self._budget.fits(texts, chunk_tokens=size):  # the usual case: short products, nothing to cut
@@ -181,19 +180,15 @@ class Reranker:
             record.documents, record.top_n = len(texts), top_n
             record.chunks, record.search_units = len(flat), search_units
 
-        # Admission comes after tokenizing because search units need the exact chunk count.
-        admission = await self._limiter.admit(key.key_id, limits, search_units)
-        try:
-            scored = await self._cache.scores(
-                key_id=key.key_id,
-                instruction=instruction,
-                query=query,
-                texts=flat,
-                fetch=lambda missing: self._upstream.score(query, missing, instruction),
-                use=key.cache and use_cache is not False,
-            )
-        finally:
-            await self._limiter.release(admission)
+        scored = await self._scored(
+            key=key,
+            limits=limits,
+            search_units=search_units,
+            instruction=instruction,
+            query=query,
+            texts=flat,
+            use_cache=use_cache,
+        )
         if record is not None:
             record.cache_hits, record.cache_shared = scored.hits, scored.shared
             record.cache_misses = scored.misses
@@ -205,6 +200,44 @@ class Reranker:
             position += len(doc_pieces)
         order = sorted(range(len(texts)), key=lambda i: (-scores[i], i))
         return Ranking(order=order[: top_n or len(order)], scores=scores, search_units=search_units)
+
+    def _key_limits(self, key: ApiKey) -> KeyLimits:
+        known = self._limits.get(id(key))
+        if known is not None and known[0] is key:  # the same key object: its limits cannot have changed
+            return known[1]
+        limits = key.effective_limits(self._settings.default_limits)
+        self._limits[id(key)] = (key, limits)
+        return limits
+
+    async def _scored(
+        self,
+        *,
+        key: ApiKey,
+        limits: KeyLimits,
+        search_units: int,
+        instruction: str,
+        query: str,
+        texts: list[str],
+        use_cache: bool | None,
+    ) -> Scored:
+        """Admission, then scores from the cache or vLLM. Admission comes after tokenizing because search
+        units need the exact chunk count; a failure of vLLM's (5xx) gives the charge back."""
+        admission = await self._limiter.admit(key.key_id, limits, search_units)
+        try:
+            return await self._cache.scores(
+                key_id=key.key_id,
+                instruction=instruction,
+                query=query,
+                texts=texts,
+                fetch=lambda missing: self._upstream.score(query, missing, instruction),
+                use=key.cache and use_cache is not False,
+            )
+        except ApiError as exc:
+            if exc.kind in UPSTREAM_FAILURES:
+                await self._limiter.refund(admission)
+            raise
+        finally:
+            await self._limiter.release(admission)
 
 
 def _field_text(value: object) -> str:

@@ -40,6 +40,8 @@ HELP = {
     "rerank_requests_in_flight": "Requests the gateway is working on now, all workers together.",
     "rerank_upstream_failures": "Failed calls to vLLM by kind: timeout, unavailable, pool_full (every "
     "connection busy), rejected (vLLM said 4xx), error (vLLM said 5xx), bad_answer (unusable answer).",
+    "rerank_quota_refunds": "Admitted requests whose charge (the request and its search units) was given "
+    "back to their key because vLLM failed (5xx) or the load was shed; the log line names the key.",
     "rerank_score_cache_pairs": "Query-document pairs by where their score came from: hit (a cache tier), "
     "coalesced (another request's vLLM call for the same pair), miss (this request's vLLM call).",
 }
@@ -72,6 +74,7 @@ class Metrics:
         self.rate_limit = _counter("rerank_rate_limit_decisions", ["key_id", "decision", "limit"], r)
         self.upstream_failures = _counter("rerank_upstream_failures", ["kind"], r)
         self.cache_pairs = _counter("rerank_score_cache_pairs", ["result"], r)
+        self.refunds = _counter("rerank_quota_refunds", [], r)
         self.in_flight = Gauge(
             "rerank_requests_in_flight",
             HELP["rerank_requests_in_flight"],
@@ -120,6 +123,8 @@ class Metrics:
             self.rate_limit.labels(key_id, "refused" if decision == "limited" else decision, kind).inc()
         if record.upstream_error is not None:
             self.upstream_failures.labels(record.upstream_error).inc()
+        if record.refunded:
+            self.refunds.inc()
         if record.cache_misses is not None:
             hits, coalesced, misses = self._cache_children
             hits.inc(record.cache_hits or 0)
