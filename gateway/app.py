@@ -19,6 +19,7 @@ from gateway.drain import InFlight
 from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
 from gateway.fastpath import FastRoutes, ReadBody
 from gateway.keys import ApiKey, KeyRing
+from gateway.keyswatch import KeyWatch
 from gateway.limits import Limiter, LimitStore, MemoryStore, RedisStore
 from gateway.neutralise import Neutraliser
 from gateway.observe.metrics import Metrics
@@ -198,7 +199,7 @@ class RerankApi:
     """The keyed routes, whichever serving path delivered the request: the fast path (gateway/fastpath.py)
     calls them for exact paths, the Litestar handlers in create_app for everything Litestar routes to them."""
 
-    def __init__(self, settings: Settings, keyring: KeyRing, reranker: Reranker) -> None:
+    def __init__(self, settings: Settings, keyring: KeyWatch, reranker: Reranker) -> None:
         self._settings = settings
         self._keyring = keyring
         self._reranker = reranker
@@ -256,7 +257,14 @@ class RerankApi:
 
 def create_app(settings: Settings) -> Litestar:
     """Build the gateway. Tests put fault-injecting vLLM stand-ins on the wire (RERANK_UPSTREAM_URL)."""
-    keyring = load_keyring(settings)
+    metrics = Metrics() if settings.metrics_port else None
+    keyring = KeyWatch(
+        load_keyring(settings),
+        file=settings.api_keys_file,
+        env_value=settings.api_keys.get_secret_value() if settings.api_keys else None,
+        interval_s=settings.api_keys_reload_s,
+        on_reload=metrics.key_reloaded if metrics else None,
+    )
     budget = PromptBudget.from_model_dir(settings.model_dir, max_model_len=settings.max_model_len)
     upstream = Upstream(settings)
     limiter = Limiter(_limit_store(settings), fail_open=settings.redis_failure_mode == "open")
@@ -311,7 +319,6 @@ def create_app(settings: Settings) -> Litestar:
             )
         return _json({"status": "ready"})
 
-    metrics = Metrics() if settings.metrics_port else None
     in_flight = InFlight(metrics.in_flight if metrics else None)
 
     @asynccontextmanager

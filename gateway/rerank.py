@@ -22,6 +22,7 @@ from gateway.tokens import PromptBudget
 from gateway.upstream import Upstream
 
 DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere's billing unit: one query against up to 100 documents (chunks)
+KEYS_REMEMBERED = 10_000  # resolved limits kept per key object
 # Failures that are the model server's, not the caller's: the request's charge is given back.
 UPSTREAM_FAILURES = frozenset(
     {ErrorKind.UPSTREAM_ERROR, ErrorKind.UPSTREAM_UNAVAILABLE, ErrorKind.UPSTREAM_TIMEOUT}
@@ -206,6 +207,8 @@ class Reranker:
         if known is not None and known[0] is key:  # the same key object: its limits cannot have changed
             return known[1]
         limits = key.effective_limits(self._settings.default_limits)
+        if len(self._limits) >= KEYS_REMEMBERED:  # reloaded keys are new objects: forget the old ones
+            self._limits.clear()
         self._limits[id(key)] = (key, limits)
         return limits
 

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # API keys: lines of "<key-id> sha256:<hex>", from a mounted file and/or the environment
     api_keys_file: Path | None = None
     api_keys: SecretStr | None = None
+    api_keys_reload_s: float = Field(
+        default=2.0, ge=0, description="the keys file is re-read this soon after it changes; 0: never"
+    )
 
     # Per-key limits (keys-file options override these defaults; unset means unlimited)
     default_rpm: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)

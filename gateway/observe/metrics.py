@@ -42,6 +42,8 @@ HELP = {
     "connection busy), rejected (vLLM said 4xx), error (vLLM said 5xx), bad_answer (unusable answer).",
     "rerank_quota_refunds": "Admitted requests whose charge (the request and its search units) was given "
     "back to their key because vLLM failed (5xx) or the load was shed; the log line names the key.",
+    "rerank_api_keys_reloads": "Re-reads of the keys file after it changed: ok (new keys in force) or error "
+    "(the file did not parse; the keys in force stay).",
     "rerank_score_cache_pairs": "Query-document pairs by where their score came from: hit (a cache tier), "
     "coalesced (another request's vLLM call for the same pair), miss (this request's vLLM call).",
 }
@@ -75,6 +77,7 @@ class Metrics:
         self.upstream_failures = _counter("rerank_upstream_failures", ["kind"], r)
         self.cache_pairs = _counter("rerank_score_cache_pairs", ["result"], r)
         self.refunds = _counter("rerank_quota_refunds", [], r)
+        self.key_reloads = _counter("rerank_api_keys_reloads", ["result"], r)
         self.in_flight = Gauge(
             "rerank_requests_in_flight",
             HELP["rerank_requests_in_flight"],
@@ -86,6 +89,8 @@ class Metrics:
         self._route_children: dict[str, tuple[Histogram, Histogram, Histogram]] = {}
         for kind in UPSTREAM_FAILURES:  # zero from the start, so rate() and alerts see the first failure
             self.upstream_failures.labels(kind)
+        for result in ("ok", "error"):
+            self.key_reloads.labels(result)
         self._cache_children = tuple(self.cache_pairs.labels(kind) for kind in ("hit", "coalesced", "miss"))
 
     def observe(self, record: RequestRecord) -> None:
@@ -130,6 +135,9 @@ class Metrics:
             hits.inc(record.cache_hits or 0)
             coalesced.inc(record.cache_shared or 0)
             misses.inc(record.cache_misses)
+
+    def key_reloaded(self, result: str) -> None:
+        self.key_reloads.labels(result).inc()
 
     @staticmethod
     def close() -> None:

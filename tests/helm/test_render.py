@@ -229,15 +229,20 @@ def test_without_keys_one_key_is_generated_and_its_digest_admitted(variant: Vari
     assert again != raw, "each fresh install generates its own key"
 
 
-def test_keys_checksum_rolls_pods_only_when_keys_change() -> None:
-    """checksum/api-keys changes with the keys (or the Secret referenced), not with unrelated values."""
-    one = render(sets={"apiKeys.lines[0]": KEY_A})
-    same_keys = render(sets={"apiKeys.lines[0]": KEY_A, "gateway.logLevel": "debug"})
-    new_keys = render(sets={"apiKeys.lines[0]": KEY_A, "apiKeys.lines[1]": KEY_B})
+def test_key_changes_roll_no_pods_unless_asked() -> None:
+    """The gateway re-reads the mounted keys file, so by default no checksum ties the pods to the keys;
+    apiKeys.rollPodsOnChange=true brings back checksum/api-keys, which changes with the keys (or the Secret
+    referenced) and not with unrelated values."""
+    annotations = render(sets={"apiKeys.lines[0]": KEY_A}).deployment["spec"]["template"]["metadata"]
+    assert "checksum/api-keys" not in (annotations.get("annotations") or {})
+    roll = {"apiKeys.rollPodsOnChange": "true"}
+    one = render(sets={"apiKeys.lines[0]": KEY_A, **roll})
+    same_keys = render(sets={"apiKeys.lines[0]": KEY_A, "gateway.logLevel": "debug", **roll})
+    new_keys = render(sets={"apiKeys.lines[0]": KEY_A, "apiKeys.lines[1]": KEY_B, **roll})
     assert _checksum(one) == _checksum(same_keys)
     assert _checksum(one) != _checksum(new_keys)
-    existing = render(sets={"apiKeys.existingSecret": "keys-v1"})
-    assert _checksum(existing) != _checksum(render(sets={"apiKeys.existingSecret": "keys-v2"}))
+    existing = render(sets={"apiKeys.existingSecret": "keys-v1", **roll})
+    assert _checksum(existing) != _checksum(render(sets={"apiKeys.existingSecret": "keys-v2", **roll}))
     assert len(_checksum(one)) == 64
 
 
