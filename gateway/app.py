@@ -37,6 +37,7 @@ from gateway.schemas import (
     V2RerankRequest,
 )
 from gateway.settings import Settings
+from gateway.shedding import Shedder
 from gateway.tokens import PromptBudget
 from gateway.upstream import Upstream
 
@@ -147,6 +148,13 @@ def _route_arguments(request: Request[Any, Any, Any]) -> tuple[str, str, ReadBod
     return headers.get("authorization", ""), headers.get("content-type", ""), read_body
 
 
+def _priority(priority: int | None) -> int:
+    record = current_record()
+    if record is not None and priority is not None:
+        record.priority = priority
+    return priority or 0
+
+
 def _as_object(document: Any) -> dict[str, Any]:
     return {"text": document} if isinstance(document, str) else dict(document)
 
@@ -177,6 +185,19 @@ def _limit_store(settings: Settings) -> LimitStore:
             in_flight_ttl_s=settings.upstream_timeout_s + 30,  # a slot outlives any request it can hold
         )
     return MemoryStore()
+
+
+def _shedder(settings: Settings, metrics: Metrics | None) -> Shedder | None:
+    """The bound on pairs in flight to vLLM: the gateway's total, shared equally by its workers."""
+    if settings.max_pairs_in_flight == 0:
+        return None
+    return Shedder(
+        max_pairs=max(1, settings.max_pairs_in_flight // settings.workers),
+        max_queued=settings.queue_max_requests,
+        wait_s=settings.queue_timeout_s,
+        pairs_gauge=metrics.pairs_in_flight if metrics else None,
+        queued_gauge=metrics.queued if metrics else None,
+    )
 
 
 def _score_cache(settings: Settings) -> ScoreCache:
@@ -251,6 +272,7 @@ class RerankApi:
             chunk_tokens=body.max_tokens_per_doc or self._settings.max_tokens_per_doc,
             max_chunks=1,
             use_cache=body.cache,
+            priority=_priority(body.priority),
         )
         return _ranked(ranking, "2", None)
 
@@ -270,7 +292,15 @@ def create_app(settings: Settings) -> Litestar:
     limiter = Limiter(_limit_store(settings), fail_open=settings.redis_failure_mode == "open")
     cache = _score_cache(settings)
     neutraliser = Neutraliser.for_prompt(budget.tokenizer)
-    reranker = Reranker(settings, upstream, budget, limiter, cache, neutraliser=neutraliser)
+    reranker = Reranker(
+        settings,
+        upstream,
+        budget,
+        limiter,
+        cache,
+        neutraliser=neutraliser,
+        shedder=_shedder(settings, metrics),
+    )
 
     api = RerankApi(settings, keyring, reranker)
 

@@ -21,6 +21,7 @@ class ErrorKind(Enum):
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
+    OVERLOADED = "overloaded"
 
     @property
     def status(self) -> int:
@@ -42,6 +43,7 @@ STATUS: dict[ErrorKind, int] = {
     ErrorKind.UPSTREAM_ERROR: 502,
     ErrorKind.UPSTREAM_UNAVAILABLE: 503,
     ErrorKind.UPSTREAM_TIMEOUT: 504,
+    ErrorKind.OVERLOADED: 503,  # shed before reaching vLLM (gateway/shedding.py), with Retry-After
 }
 
 

@@ -18,6 +18,7 @@ from gateway.limits import KeyLimits, Limiter
 from gateway.neutralise import Neutraliser
 from gateway.requestlog import current_record
 from gateway.settings import Settings
+from gateway.shedding import Shedder
 from gateway.tokens import PromptBudget
 from gateway.upstream import Upstream
 
@@ -25,7 +26,12 @@ DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere's billing unit: one query against up t
 KEYS_REMEMBERED = 10_000  # resolved limits kept per key object
 # Failures that are the model server's, not the caller's: the request's charge is given back.
 UPSTREAM_FAILURES = frozenset(
-    {ErrorKind.UPSTREAM_ERROR, ErrorKind.UPSTREAM_UNAVAILABLE, ErrorKind.UPSTREAM_TIMEOUT}
+    {
+        ErrorKind.UPSTREAM_ERROR,
+        ErrorKind.UPSTREAM_UNAVAILABLE,
+        ErrorKind.UPSTREAM_TIMEOUT,
+        ErrorKind.OVERLOADED,
+    }
 )
 
 
@@ -46,7 +52,9 @@ class Reranker:
         cache: ScoreCache,
         *,
         neutraliser: Neutraliser,
+        shedder: Shedder | None = None,
     ) -> None:
+        self._shedder = shedder
         self._settings = settings
         self._neutral = neutraliser
         self._upstream = upstream
@@ -147,6 +155,7 @@ class Reranker:
         chunk_tokens: int,
         max_chunks: int,
         use_cache: bool | None = None,
+        priority: int = 0,
     ) -> Ranking:
         """Score every document (best chunk wins) and order them; ``max_chunks=1`` truncates instead.
 
@@ -189,6 +198,7 @@ class Reranker:
             query=query,
             texts=flat,
             use_cache=use_cache,
+            priority=priority,
         )
         if record is not None:
             record.cache_hits, record.cache_shared = scored.hits, scored.shared
@@ -222,6 +232,7 @@ class Reranker:
         query: str,
         texts: list[str],
         use_cache: bool | None,
+        priority: int,
     ) -> Scored:
         """Admission, then scores from the cache or vLLM. Admission comes after tokenizing because search
         units need the exact chunk count; a failure of vLLM's (5xx) gives the charge back."""
@@ -232,7 +243,7 @@ class Reranker:
                 instruction=instruction,
                 query=query,
                 texts=texts,
-                fetch=lambda missing: self._upstream.score(query, missing, instruction),
+                fetch=lambda missing: self._vllm_scores(query, missing, instruction, priority),
                 use=key.cache and use_cache is not False,
             )
         except ApiError as exc:
@@ -241,6 +252,15 @@ class Reranker:
             raise
         finally:
             await self._limiter.release(admission)
+
+    async def _vllm_scores(
+        self, query: str, texts: list[str], instruction: str, priority: int
+    ) -> list[float]:
+        """vLLM's scores for the pairs the cache lacks, within the bound on pairs in flight (shedding.py)."""
+        if self._shedder is None:
+            return await self._upstream.score(query, texts, instruction, priority)
+        async with self._shedder.slot(len(texts), priority):
+            return await self._upstream.score(query, texts, instruction, priority)
 
 
 def _field_text(value: object) -> str:

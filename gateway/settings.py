@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(default=60.0, gt=0)
     upstream_connect_timeout_s: float = Field(default=2.0, gt=0)
     upstream_max_connections: int = Field(default=64, ge=1)
+    # Load shedding (gateway/shedding.py): pairs in flight to vLLM, then a short priority queue, then 503
+    max_pairs_in_flight: int = Field(
+        default=512, ge=0, description="query-document pairs at vLLM at once, all workers; 0: no bound"
+    )
+    queue_max_requests: int = Field(
+        default=128, ge=0, description="requests waiting for capacity, per worker"
+    )
+    queue_timeout_s: float = Field(default=2.0, ge=0, description="longest wait for capacity before a 503")
     ready_timeout_s: float = Field(default=2.0, gt=0)
     drain_timeout_s: int = Field(default=20, ge=1, description="on SIGTERM, in-flight requests get this long")
 

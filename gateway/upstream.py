@@ -30,11 +30,14 @@ class _ScoreResponse(msgspec.Struct):
     data: list[_ScoreItem]
 
 
-class _ScoreRequest(msgspec.Struct):
+class _ScoreRequest(msgspec.Struct, omit_defaults=True):
     model: str
     queries: str
     documents: list[str]
     instruction: str
+    # vLLM's priority scheduling (model_setup/serving.py turns it on); 0 is left out, so that a vLLM
+    # scheduling first come, first served still takes the request.
+    priority: int = 0
 
 
 class _VllmErrorDetail(msgspec.Struct):
@@ -69,8 +72,10 @@ class Upstream:
     async def aclose(self) -> None:
         await self._pool.aclose()
 
-    async def score(self, query: str, documents: list[str], instruction: str) -> list[float]:
-        body = _encoder.encode(_ScoreRequest(self._model, query, documents, instruction))
+    async def score(
+        self, query: str, documents: list[str], instruction: str, priority: int = 0
+    ) -> list[float]:
+        body = _encoder.encode(_ScoreRequest(self._model, query, documents, instruction, priority))
         record = current_record()
         started = time.perf_counter()
         try:

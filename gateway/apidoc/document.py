@@ -31,6 +31,7 @@ _RERANK = (
     ErrorKind.UPSTREAM_ERROR,
     ErrorKind.UPSTREAM_UNAVAILABLE,
     ErrorKind.UPSTREAM_TIMEOUT,
+    ErrorKind.OVERLOADED,
 )
 _STATUS_TEXT = {
     400: "The request is invalid; the message says which field and why.",
@@ -42,7 +43,8 @@ _STATUS_TEXT = {
     499: "The client closed the connection before the answer (seen in logs, not by the client).",
     500: "An unexpected error; quote the `id` when reporting it.",
     502: "The model server failed or sent an unusable answer.",
-    503: "The model server (or the rate-limit store) is unavailable or busy; retry after `Retry-After`.",
+    503: "The model server (or the rate-limit store) is unavailable, or the gateway is overloaded and shed "
+    "the request (by `priority` when given); retry after `Retry-After`.",
     504: "The model server did not answer in time.",
 }
 _HEADERS: dict[str, Any] = {

@@ -22,6 +22,7 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 UPSTREAM_FAILURES = ("timeout", "unavailable", "pool_full", "rejected", "error", "bad_answer")
+SHED_REASONS = ("queue_full", "queue_timeout", "evicted")
 NO_KEY = "-"  # key_id of a request that presented no valid key (no key id can start with "-")
 
 # Every family's help text, by family name. The scrape (scrape.py) puts them back on the summed families:
@@ -44,6 +45,11 @@ HELP = {
     "back to their key because vLLM failed (5xx) or the load was shed; the log line names the key.",
     "rerank_api_keys_reloads": "Re-reads of the keys file after it changed: ok (new keys in force) or error "
     "(the file did not parse; the keys in force stay).",
+    "rerank_shed_requests": "Requests refused for overload before reaching vLLM, by reason: queue_full, "
+    "queue_timeout (no capacity in time), evicted (a request of better priority took its queue place).",
+    "rerank_queue_wait_seconds": "Time a request waited for capacity to vLLM (requests that called it).",
+    "rerank_upstream_pairs_in_flight": "Query-document pairs at vLLM now, all workers.",
+    "rerank_queued_requests": "Requests waiting for capacity to vLLM now, all workers.",
     "rerank_score_cache_pairs": "Query-document pairs by where their score came from: hit (a cache tier), "
     "coalesced (another request's vLLM call for the same pair), miss (this request's vLLM call).",
 }
@@ -78,6 +84,17 @@ class Metrics:
         self.cache_pairs = _counter("rerank_score_cache_pairs", ["result"], r)
         self.refunds = _counter("rerank_quota_refunds", [], r)
         self.key_reloads = _counter("rerank_api_keys_reloads", ["result"], r)
+        self.shed = _counter("rerank_shed_requests", ["reason"], r)
+        self.queue_wait = _histogram("rerank_queue_wait_seconds", [], LATENCY_BUCKETS, r)
+        self.pairs_in_flight = Gauge(
+            "rerank_upstream_pairs_in_flight",
+            HELP["rerank_upstream_pairs_in_flight"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queued = Gauge(
+            "rerank_queued_requests", HELP["rerank_queued_requests"], registry=r, multiprocess_mode="livesum"
+        )
         self.in_flight = Gauge(
             "rerank_requests_in_flight",
             HELP["rerank_requests_in_flight"],
@@ -91,6 +108,8 @@ class Metrics:
             self.upstream_failures.labels(kind)
         for result in ("ok", "error"):
             self.key_reloads.labels(result)
+        for reason in SHED_REASONS:
+            self.shed.labels(reason)
         self._cache_children = tuple(self.cache_pairs.labels(kind) for kind in ("hit", "coalesced", "miss"))
 
     def observe(self, record: RequestRecord) -> None:
@@ -128,6 +147,10 @@ class Metrics:
             self.rate_limit.labels(key_id, "refused" if decision == "limited" else decision, kind).inc()
         if record.upstream_error is not None:
             self.upstream_failures.labels(record.upstream_error).inc()
+        if record.queue_ms is not None:
+            self.queue_wait.observe(record.queue_ms / 1000)
+        if record.shed is not None:
+            self.shed.labels(record.shed).inc()
         if record.refunded:
             self.refunds.inc()
         if record.cache_misses is not None:
