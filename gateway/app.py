@@ -116,6 +116,8 @@ async def _decode(content_type: str, read_body: ReadBody, model: type[T]) -> T:
         raise invalid(f"invalid request: {exc}") from None
     except msgspec.DecodeError:
         raise invalid("invalid request: body is not valid JSON") from None
+    except RecursionError:  # msgspec's depth is the interpreter's recursion limit
+        raise invalid("invalid request: JSON nested too deeply") from None
 
 
 def _ranked(ranking: Ranking, version: str, documents: list[Any] | None) -> bytes:

@@ -23,6 +23,9 @@ from gateway.tokens import PromptBudget
 from gateway.upstream import Upstream
 
 DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere's billing unit: one query against up to 100 documents (chunks)
+# Object documents are echoed back (return_documents) and rendered as JSON (rank_fields): a bounded depth
+# keeps both well inside the interpreter's recursion limit, whatever the stack already holds.
+MAX_DOCUMENT_DEPTH = 32
 KEYS_REMEMBERED = 10_000  # resolved limits kept per key object
 # Failures that are the model server's, not the caller's: the request's charge is given back.
 UPSTREAM_FAILURES = frozenset(
@@ -123,7 +126,12 @@ class Reranker:
         for i, doc in enumerate(documents):
             if isinstance(doc, str):
                 texts.append(doc)
-            elif rank_fields:
+                continue
+            if _deeper_than(doc, MAX_DOCUMENT_DEPTH):
+                raise invalid(
+                    f"documents[{i}] nests objects and arrays deeper than {MAX_DOCUMENT_DEPTH} levels"
+                )
+            if rank_fields:
                 missing = [field for field in rank_fields if field not in doc]
                 if missing:
                     raise invalid(f"documents[{i}] has no field '{missing[0]}' named in rank_fields")
@@ -261,6 +269,20 @@ class Reranker:
             return await self._upstream.score(query, texts, instruction, priority)
         async with self._shedder.slot(len(texts), priority):
             return await self._upstream.score(query, texts, instruction, priority)
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether JSON ``value`` nests dicts and lists more than ``limit`` levels (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _field_text(value: object) -> str:
