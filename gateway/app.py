@@ -38,6 +38,7 @@ from gateway.schemas import (
 )
 from gateway.settings import Settings
 from gateway.shedding import Shedder
+from gateway.slowclients import SlowClients
 from gateway.tokens import PromptBudget
 from gateway.upstream import Upstream
 
@@ -388,7 +389,12 @@ def create_app(settings: Settings) -> Litestar:
     )
     # Wrap the whole ASGI handler (not per-route middleware) so the log line covers 404s and 405s too.
     log = RequestLog(
-        fast,
+        SlowClients(
+            fast,
+            body_timeout_s=settings.body_read_timeout_s,
+            max_in_progress=settings.max_requests_per_worker,
+            render=_render,
+        ),
         logger=structlog.get_logger("gateway.access"),
         observe=metrics.observe if metrics else None,
         # Counts of cache hits only when the cache is on and per key: then they tell a caller nothing about

@@ -26,6 +26,16 @@ class Settings(BaseSettings):
     # Prometheus scrapes this port, never the API's: per-key usage is no other tenant's business.
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 turns the metrics port off")
     metrics_host: str = "0.0.0.0"  # noqa: S104  # Prometheus scrapes the pod IP
+    # Slow and idle clients (README "Slow clients"): what a connection may take before it is closed
+    # 10 s: above the 5 s for which httpx (the Cohere SDK's client) keeps an idle connection, so a client
+    # does not reuse a connection the gateway is closing.
+    header_read_timeout_s: float = Field(
+        default=10.0, ge=1, le=60, description="request line and headers, from connect or the last answer"
+    )
+    body_read_timeout_s: float = Field(default=15.0, gt=0, description="the whole body, from the headers")
+    max_requests_per_worker: int = Field(
+        default=1024, ge=1, description="requests in progress per worker; one more is a 503 at once"
+    )
 
     # The model behind us
     upstream_url: str = "http://127.0.0.1:8001"

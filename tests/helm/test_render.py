@@ -272,6 +272,8 @@ def test_gateway_settings_come_from_values(variant: Variant) -> None:
         "RERANK_MAX_PAIRS_IN_FLIGHT": "1024",
         "RERANK_QUEUE_MAX_REQUESTS": "64",
         "RERANK_QUEUE_TIMEOUT_S": "1.5",
+        "RERANK_HEADER_READ_TIMEOUT_S": "50",
+        "RERANK_BODY_READ_TIMEOUT_S": "30",
         "RERANK_DEFAULT_INSTRUCTION": "Given a shopper's search query, judge whether the product matches it",
         "RERANK_DEFAULT_RPM": "120",
         "RERANK_DEFAULT_UNITS_PER_MINUTE": "5000",
