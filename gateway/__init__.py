@@ -1,7 +1,9 @@
 """product-rerank's gateway: Cohere-compatible reranking in front of vLLM.
 
-Request path: app.py (routes, wiring) -> fastpath.py (exact rerank routes from ASGI) -> rerank.py (semantics)
--> tokens.py, cache.py, upstream.py (http1.py). Beside it: keys.py, limits.py, errors.py (the error table),
+Request path: app.py (routes, wiring) -> slowclients.py (body deadline, requests per worker) -> fastpath.py
+(exact rerank routes from ASGI) -> rerank.py (semantics) -> neutralise.py (control tokens stay text),
+tokens.py, cache.py, shedding.py (pairs in flight, priority queue), upstream.py (http1.py). Beside it:
+keys.py and keyswatch.py (reload), limits.py (+ limits.lua, refund.lua), errors.py (the error table),
 schemas.py (wire types), requestlog.py (log line, Server-Timing), drain.py, settings.py. Subpackages:
 observe/ (metrics, the metrics port, trace context), apidoc/ (OpenAPI document and page), demo/ (the try-it
 page, a client of the API).

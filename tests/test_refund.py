@@ -1,5 +1,7 @@
 """Quota refund: a request that fails because of vLLM (502, 503, 504) gives back the request and the search
-units it was charged, in the in-process store and in Redis, so the SDK's retries of an outage cost nothing."""
+units it was charged, in the in-process store and in Redis, so the SDK's retries of an outage cost nothing.
+A stopped real vLLM is in tests/test_outage.py (one outage for the suite); here a stand-in answers 500,
+drops the connection or is too slow, and the stores are driven directly."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from gateway import keys as keylib
 from gateway.limits import KeyLimits, Limiter, MemoryStore, RedisStore
 from tests.conftest import Keys, Redis, gateway_env
 from tests.fake_vllm import FakeVllm, Mode, fake_vllm
-from tests.procs import free_port, start_gateway
+from tests.procs import start_gateway
 
 LIMITS = "rpm=30 units_per_minute=10"  # intervals of 2 s and 6 s: nothing is earned back during a test
 
@@ -24,7 +26,7 @@ LIMITS = "rpm=30 units_per_minute=10"  # intervals of 2 s and 6 s: nothing is ea
 def refund_keys(artifacts: Path) -> Keys:
     raw: dict[str, str] = {}
     lines = []
-    for key_id in ("dead-memory", "dead-redis", "faults-error500", "faults-slow", "faults-drop"):
+    for key_id in ("faults-error500", "faults-slow", "faults-drop"):
         raw[key_id], line = keylib.generate(key_id)
         lines.append(f"{line} {LIMITS}")
     file = artifacts / "refund-keys"
@@ -44,39 +46,6 @@ def remaining(response: httpx.Response) -> dict[str, int]:
 def post(url: str, key: str) -> httpx.Response:
     body = {"query": "trail shoes", "documents": ["Salomon Speedcross", "cast iron pan"]}
     return httpx.post(f"{url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-
-@pytest.mark.parametrize("store", ["memory", "redis"])
-def test_a_stopped_vllm_costs_the_key_nothing(
-    store: str, refund_keys: Keys, redis_server: Redis, model_dir: Path, artifacts: Path
-) -> None:
-    """vLLM's port refuses connections (a stopped vLLM): every attempt is a 503 and the key's remaining
-    requests and units stay where they were; the refund is on the log line and in the metrics."""
-    dead = f"http://127.0.0.1:{free_port()}"
-    extra = (
-        {"RERANK_RATE_LIMIT_STORE": "redis", "RERANK_REDIS_URL": redis_server.url} if store == "redis" else {}
-    )
-    if store == "redis":
-        subprocess.run(
-            ["redis-cli", "-p", str(redis_server.port), "flushall"], check=True, capture_output=True
-        )
-    service, url = start_gateway(
-        f"refund-{store}", artifacts, gateway_env(model_dir, refund_keys, dead, **extra)
-    )
-    key = refund_keys[f"dead-{store}"]
-    try:
-        first = post(url, key)
-        assert first.status_code == 503, first.text
-        assert remaining(first) == {"rpm": 29, "units": 9}  # the charge as admitted, before the refund
-        for _ in range(3):  # the SDK would retry twice; none of it counts
-            again = post(url, key)
-            assert again.status_code == 503
-            assert remaining(again) == {"rpm": 29, "units": 9}
-        metrics = httpx.get(f"http://127.0.0.1:{service.env['RERANK_METRICS_PORT']}/metrics", timeout=10).text
-        assert "rerank_quota_refunds_total 4.0" in metrics
-    finally:
-        service.stop()
-    assert '"refunded": true' in service.log_text()
 
 
 @pytest.fixture(scope="module")
