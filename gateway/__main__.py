@@ -77,7 +77,8 @@ def _serve_metrics(settings: Settings, metrics_dir: Path) -> bool:
 
 def _granian(settings: Settings) -> None:
     from granian import Granian  # noqa: PLC0415  # only the serve command needs the server
-    from granian.constants import Interfaces  # noqa: PLC0415
+    from granian.constants import HTTPModes, Interfaces  # noqa: PLC0415
+    from granian.http import HTTP1Settings  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
 
     from gateway.requestlog import server_log_config  # noqa: PLC0415
@@ -89,6 +90,12 @@ def _granian(settings: Settings) -> None:
         port=settings.port,
         interface=Interfaces.ASGI,
         workers=settings.workers,
+        # HTTP/1 only: protocol auto-detection runs before hyper's header timer starts, so a client that
+        # connects and sends nothing would be held for ever (README "Slow clients").
+        http=HTTPModes.http1,
+        # hyper's header read timeout runs from connect and again from each answer until the next request's
+        # headers are in, so it also closes idle keep-alive connections and silent ones.
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_read_timeout_s * 1000)),
         log_access=False,  # the gateway writes its own canonical line per request
         log_level=LogLevels(settings.log_level),
         log_dictconfig=server_log_config(level=settings.log_level, json=settings.log_format == "json"),

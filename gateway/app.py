@@ -21,7 +21,9 @@ from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
 from gateway.fastpath import FastRoutes, ReadBody
 from gateway.fusion import plan_for
 from gateway.keys import ApiKey, KeyRing
+from gateway.keyswatch import KeyWatch
 from gateway.limits import Limiter, LimitStore, MemoryStore, RedisStore
+from gateway.neutralise import Neutraliser
 from gateway.observe.metrics import FLUSH_INTERVAL_S, Metrics
 from gateway.requestlog import RequestLog, current_record, new_request_id
 from gateway.rerank import Ranking, Reranker
@@ -42,6 +44,8 @@ from gateway.schemas import (
     V2RerankRequest,
 )
 from gateway.settings import Settings
+from gateway.shedding import Shedder
+from gateway.slowclients import SlowClients
 from gateway.tokens import PromptBudget
 from gateway.upstream import Upstream
 
@@ -120,6 +124,8 @@ async def _decode(content_type: str, read_body: ReadBody, model: type[T]) -> T:
         raise invalid(f"invalid request: {exc}") from None
     except msgspec.DecodeError:
         raise invalid("invalid request: body is not valid JSON") from None
+    except RecursionError:  # msgspec's depth is the interpreter's recursion limit
+        raise invalid("invalid request: JSON nested too deeply") from None
 
 
 def _results(ranking: Ranking, documents: list[Document] | None) -> list[Result]:
@@ -166,6 +172,13 @@ def _route_arguments(request: Request[Any, Any, Any]) -> tuple[str, str, ReadBod
     return headers.get("authorization", ""), headers.get("content-type", ""), read_body
 
 
+def _priority(priority: int | None) -> int:
+    record = current_record()
+    if record is not None and priority is not None:
+        record.priority = priority
+    return priority or 0
+
+
 def _as_object(document: Document) -> dict[str, Any]:
     return {"text": document} if isinstance(document, str) else dict(document)
 
@@ -198,6 +211,17 @@ def _limit_store(settings: Settings) -> LimitStore:
     return MemoryStore()
 
 
+def _shedder(settings: Settings) -> Shedder | None:
+    """The bound on pairs in flight to vLLM: the gateway's total, shared equally by its workers."""
+    if settings.max_pairs_in_flight == 0:
+        return None
+    return Shedder(
+        max_pairs=max(1, settings.max_pairs_in_flight // settings.workers),
+        max_queued=settings.queue_max_requests,
+        wait_s=settings.queue_timeout_s,
+    )
+
+
 def _score_cache(settings: Settings) -> ScoreCache:
     shared = None
     if settings.score_cache_redis_ttl_s > 0 and settings.redis_url is not None:  # Settings ensures the URL
@@ -218,7 +242,7 @@ class RerankApi:
     """The keyed routes, whichever serving path delivered the request: the fast path (gateway/fastpath.py)
     calls them for exact paths, the Litestar handlers in create_app for everything Litestar routes to them."""
 
-    def __init__(self, settings: Settings, keyring: KeyRing, reranker: Reranker) -> None:
+    def __init__(self, settings: Settings, keyring: KeyWatch, reranker: Reranker) -> None:
         self._settings = settings
         self._keyring = keyring
         self._reranker = reranker
@@ -307,6 +331,7 @@ class RerankApi:
             max_chunks=1,
             use_cache=body.cache,
             score_threshold=body.score_threshold,
+            priority=_priority(body.priority),
         )
         return _ranked(ranking, "2", None)
 
@@ -323,12 +348,37 @@ async def _flush_every(metrics: Metrics) -> None:
 
 def create_app(settings: Settings) -> Litestar:
     """Build the gateway. Tests put fault-injecting vLLM stand-ins on the wire (RERANK_UPSTREAM_URL)."""
-    keyring = load_keyring(settings)
+    in_flight = InFlight()
+    shedder = _shedder(settings)
+    metrics = None
+    if settings.metrics_port:
+        metrics = Metrics(
+            lambda: in_flight.count,
+            settings.metrics_dir,
+            pairs_in_flight=(lambda: shedder.in_flight) if shedder else (lambda: 0),
+            queued=(lambda: shedder.queued) if shedder else (lambda: 0),
+        )
+    keyring = KeyWatch(
+        load_keyring(settings),
+        file=settings.api_keys_file,
+        env_value=settings.api_keys.get_secret_value() if settings.api_keys else None,
+        interval_s=settings.api_keys_reload_s,
+        on_reload=metrics.key_reloaded if metrics else None,
+    )
     budget = PromptBudget.from_model_dir(settings.model_dir, max_model_len=settings.max_model_len)
     upstream = Upstream(settings)
     limiter = Limiter(_limit_store(settings), fail_open=settings.redis_failure_mode == "open")
     cache = _score_cache(settings)
-    reranker = Reranker(settings, upstream, budget, limiter, cache)
+    neutraliser = Neutraliser.for_prompt(budget.tokenizer)
+    reranker = Reranker(
+        settings,
+        upstream,
+        budget,
+        limiter,
+        cache,
+        neutraliser=neutraliser,
+        shedder=shedder,
+    )
 
     api = RerankApi(settings, keyring, reranker)
 
@@ -380,9 +430,6 @@ def create_app(settings: Settings) -> Litestar:
             )
         return _json({"status": "ready"})
 
-    in_flight = InFlight()
-    metrics = Metrics(lambda: in_flight.count, settings.metrics_dir) if settings.metrics_port else None
-
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         flushing = asyncio.create_task(_flush_every(metrics)) if metrics is not None else None
@@ -420,7 +467,12 @@ def create_app(settings: Settings) -> Litestar:
     )
     # Wrap the whole ASGI handler (not per-route middleware) so the log line covers 404s and 405s too.
     log = RequestLog(
-        fast,
+        SlowClients(
+            fast,
+            body_timeout_s=settings.body_read_timeout_s,
+            max_in_progress=settings.max_requests_per_worker,
+            render=_render,
+        ),
         logger=structlog.get_logger("gateway.access"),
         observe=metrics.observe if metrics else None,
         # Counts of cache hits only when the cache is on and per key: then they tell a caller nothing about

@@ -14,6 +14,7 @@ class ErrorKind(Enum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     RATE_LIMITED = "rate_limited"
     CLIENT_CLOSED = "client_closed"
@@ -21,6 +22,7 @@ class ErrorKind(Enum):
     UPSTREAM_ERROR = "upstream_error"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
+    OVERLOADED = "overloaded"
 
     @property
     def status(self) -> int:
@@ -34,6 +36,7 @@ STATUS: dict[ErrorKind, int] = {
     ErrorKind.INVALID_API_KEY: 401,
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.METHOD_NOT_ALLOWED: 405,
+    ErrorKind.REQUEST_TIMEOUT: 408,  # the body did not arrive in time (gateway/slowclients.py)
     ErrorKind.PAYLOAD_TOO_LARGE: 413,
     ErrorKind.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorKind.RATE_LIMITED: 429,
@@ -42,6 +45,7 @@ STATUS: dict[ErrorKind, int] = {
     ErrorKind.UPSTREAM_ERROR: 502,
     ErrorKind.UPSTREAM_UNAVAILABLE: 503,
     ErrorKind.UPSTREAM_TIMEOUT: 504,
+    ErrorKind.OVERLOADED: 503,  # shed before reaching vLLM (gateway/shedding.py), with Retry-After
 }
 
 

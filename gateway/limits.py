@@ -65,6 +65,7 @@ class StoreUnavailable(Exception):
 class LimitStore(Protocol):
     async def admit(self, key_id: str, limits: KeyLimits, units: int, token: str) -> Decision: ...
     async def release(self, key_id: str, token: str) -> None: ...
+    async def refund(self, key_id: str, limits: KeyLimits, units: int) -> None: ...
     async def aclose(self) -> None: ...
 
 
@@ -129,6 +130,17 @@ class MemoryStore:
     async def release(self, key_id: str, token: str) -> None:
         self._in_flight.get(key_id, set()).discard(token)
 
+    async def refund(self, key_id: str, limits: KeyLimits, units: int) -> None:
+        now = time.time_ns() // 1000
+        charges: tuple[tuple[LimitKind, int | None, int], ...] = (
+            ("rpm", limits.rpm, 1),
+            ("units", limits.units_per_minute, units),
+        )
+        for kind, limit, cost in charges:
+            stored = self._tat.get((key_id, kind))
+            if limit is not None and stored is not None:
+                self._tat[(key_id, kind)] = max(stored - cost * (WINDOW_US // limit), now)
+
     async def aclose(self) -> None:
         return None
 
@@ -141,6 +153,7 @@ class RedisStore:
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
         )
         self._script = self._redis.register_script(Path(__file__).with_name("limits.lua").read_text())
+        self._refund = self._redis.register_script(Path(__file__).with_name("refund.lua").read_text())
         self._ttl_us = int(in_flight_ttl_s * 1_000_000)
 
     @staticmethod
@@ -172,16 +185,26 @@ class RedisStore:
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
             await self._redis.zrem(self._keys(key_id)[2], token)
 
+    async def refund(self, key_id: str, limits: KeyLimits, units: int) -> None:
+        args = [limits.rpm or 0, limits.units_per_minute or 0, units]
+        try:
+            await self._refund(keys=self._keys(key_id)[:2], args=args)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise StoreUnavailable(type(exc).__name__) from None
+
     async def aclose(self) -> None:
         await self._redis.aclose()
 
 
 @dataclass(slots=True)
 class Admission:
-    """An admitted request: the in-flight slot token to give back (None: nothing held)."""
+    """An admitted request: the in-flight slot token to give back (None: nothing held), and what it was
+    charged (``limits`` None: nothing), which a refund gives back."""
 
     key_id: str
     token: str | None
+    limits: KeyLimits | None = None
+    units: int = 0
 
 
 def _headers(limits: KeyLimits, state: dict[LimitKind, tuple[int, int]]) -> list[tuple[str, str]]:
@@ -273,7 +296,8 @@ class Limiter:
             record = current_record()
             if record is not None:
                 record.response_headers += headers
-            return Admission(key_id, token if limits.concurrency is not None else None)
+            charged = limits if limits.rpm is not None or limits.units_per_minute is not None else None
+            return Admission(key_id, token if limits.concurrency is not None else None, charged, units)
         kind = decision.refused_by or "rpm"
         self._count(f"limited:{kind}")
         retry_after = max(1, math.ceil(decision.retry_after_us / 1_000_000))
@@ -309,3 +333,21 @@ class Limiter:
             return
         with anyio.CancelScope(shield=True):  # a client that hung up still frees its slot
             await self._store.release(admission.key_id, admission.token)
+
+    async def refund(self, admission: Admission) -> None:
+        """Give back the request and units an admitted request was charged: it failed through no fault of
+        the caller (vLLM's 5xx), and the Cohere SDK retries a 5xx twice, so an outage must not cost triple."""
+        if admission.limits is None:
+            return
+        limits, admission.limits = admission.limits, None  # once only
+        self._rpm_blocked_until.pop(admission.key_id, None)  # the refund may open the key's rpm early
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._store.refund(admission.key_id, limits, admission.units)
+            except StoreUnavailable as exc:  # the charge stands; it expires as any other
+                _log.error("rate_limit_refund_failed", key_id=admission.key_id, error=str(exc))
+                return
+        self.counts["refunded"] += 1
+        record = current_record()
+        if record is not None:
+            record.refunded = True

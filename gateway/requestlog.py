@@ -44,6 +44,10 @@ class RequestRecord:
     search_units: int | None = None
     input_tokens: int | None = None  # meta.tokens.input_tokens of the answer
     limit: str | None = None  # the rate-limit decision: admitted, limited:<kind>, fail_open, unlimited
+    priority: int | None = None  # Cohere v2's priority, when the request gave one
+    queue_ms: float | None = None  # time waiting for capacity to vLLM (gateway/shedding.py)
+    shed: str | None = None  # refused for overload: queue_full, queue_timeout, evicted
+    refunded: bool | None = None  # the admission's charge was given back (vLLM failed, the load was shed)
     # Pairs (chunks) by where their score came from: a cache tier, another request's call, our own vLLM call.
     cache_hits: int | None = None
     cache_shared: int | None = None
@@ -155,6 +159,8 @@ class RequestLog:
                 line = {name: value for name in _LOGGED if (value := getattr(record, name)) is not None}
                 line["duration_ms"] = round(record.duration_ms, 2)
                 line["upstream_ms"] = round(record.upstream_ms, 2)
+                if record.queue_ms is not None:
+                    line["queue_ms"] = round(record.queue_ms, 2)
                 # Synchronous on purpose: one short write, no executor hop, not lost to a cancelled task.
                 level = logging.WARNING if record.status >= 500 else logging.INFO
                 self._logger.log(level, "request", **line)

@@ -11,17 +11,32 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from gateway.cache import ScoreCache
+from gateway.cache import ScoreCache, Scored
 from gateway.errors import ApiError, ErrorKind, invalid
 from gateway.fusion import FusionPlan, order_of
 from gateway.keys import ApiKey
 from gateway.limits import KeyLimits, Limiter
+from gateway.neutralise import Neutraliser
 from gateway.requestlog import current_record
 from gateway.settings import Settings
+from gateway.shedding import Shedder
 from gateway.tokens import PromptBudget
-from gateway.upstream import Upstream
+from gateway.upstream import Scores, Upstream
 
 DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere's billing unit: one query against up to 100 documents (chunks)
+# Object documents are echoed back (return_documents) and rendered as JSON (rank_fields): a bounded depth
+# keeps both well inside the interpreter's recursion limit, whatever the stack already holds.
+MAX_DOCUMENT_DEPTH = 32
+KEYS_REMEMBERED = 10_000  # resolved limits kept per key object
+# Failures that are the model server's, not the caller's: the request's charge is given back.
+UPSTREAM_FAILURES = frozenset(
+    {
+        ErrorKind.UPSTREAM_ERROR,
+        ErrorKind.UPSTREAM_UNAVAILABLE,
+        ErrorKind.UPSTREAM_TIMEOUT,
+        ErrorKind.OVERLOADED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +56,13 @@ class Reranker:
         budget: PromptBudget,
         limiter: Limiter,
         cache: ScoreCache,
+        *,
+        neutraliser: Neutraliser,
+        shedder: Shedder | None = None,
     ) -> None:
+        self._shedder = shedder
         self._settings = settings
+        self._neutral = neutraliser
         self._upstream = upstream
         self._budget = budget
         self._limiter = limiter
@@ -109,7 +129,12 @@ class Reranker:
         for i, doc in enumerate(documents):
             if isinstance(doc, str):
                 texts.append(doc)
-            elif rank_fields:
+                continue
+            if _deeper_than(doc, MAX_DOCUMENT_DEPTH):
+                raise invalid(
+                    f"documents[{i}] nests objects and arrays deeper than {MAX_DOCUMENT_DEPTH} levels"
+                )
+            if rank_fields:
                 missing = [field for field in rank_fields if field not in doc]
                 if missing:
                     raise invalid(f"documents[{i}] has no field '{missing[0]}' named in rank_fields")
@@ -119,6 +144,16 @@ class Reranker:
             else:
                 raise invalid(f"documents[{i}] has no 'text' string; add one or name fields in rank_fields")
         return texts
+
+    def _model_text(self, query: str, instruction: str, texts: list[str]) -> tuple[str, str, list[str]]:
+        """The text the model reads: control-token strings in it are broken up (gateway/neutralise.py), so
+        budgets, chunks and cache keys all see that text. Lengths are checked on what the client sent."""
+        limit = self._settings.max_document_chars
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                raise invalid(f"documents[{i}] is {len(text)} characters; the limit is {limit}")
+        neutral = self._neutral
+        return neutral(query), neutral(instruction), [neutral(text) for text in texts]
 
     async def rank(
         self,
@@ -133,6 +168,7 @@ class Reranker:
         use_cache: bool | None = None,
         score_threshold: float | None = None,
         fusion: FusionPlan | None = None,
+        priority: int = 0,
     ) -> Ranking:
         """Score every document (best chunk wins) and order them; ``max_chunks=1`` truncates instead.
 
@@ -140,22 +176,16 @@ class Reranker:
         ``input_tokens`` depend on the request alone, so they are predictable and tell no one what the cache
         holds (README).
         """
-        limit = self._settings.max_document_chars
-        for i, text in enumerate(texts):
-            if len(text) > limit:
-                raise invalid(f"documents[{i}] is {len(text)} characters; the limit is {limit}")
+        query, instruction, texts = self._model_text(query, instruction, texts)
+        neutral = self._neutral
+        edges = neutral.edges if neutral.has_edges else None  # never for Qwen3's template
         query_tokens = self._budget.query_tokens(query)
         if query_tokens > self._settings.max_query_tokens:
             raise invalid(f"query is {query_tokens} tokens; the limit is {self._settings.max_query_tokens}")
         room = self._budget.document_budget(instruction, query, query_tokens=query_tokens)
         if room < 1:
             raise invalid("the instruction and query leave no room for documents in the model's context")
-        known = self._limits.get(id(key))
-        if known is not None and known[0] is key:  # the same key object: its limits cannot have changed
-            limits = known[1]
-        else:
-            limits = key.effective_limits(self._settings.default_limits)
-            self._limits[id(key)] = (key, limits)
+        limits = self._key_limits(key)
         self._limiter.precheck(key.key_id, limits)  # a key out of requests costs us no tokenizing
         size = min(chunk_tokens, room)
         if self._budget.fits(texts, chunk_tokens=size):  # the usual case: short products, nothing to cut
@@ -166,29 +196,24 @@ class Reranker:
                 limiter=self._tokenizer_threads,
             )
         flat = [piece for doc_pieces in pieces for piece in doc_pieces]
+        if edges is not None:  # a template where a piece's edge could complete a token with the prompt
+            flat, query, instruction = [edges(piece) for piece in flat], edges(query), edges(instruction)
         search_units = max(1, math.ceil(len(flat) / DOCUMENTS_PER_SEARCH_UNIT))
         record = current_record()
         if record is not None:
             record.documents, record.top_n = len(texts), top_n
             record.chunks, record.search_units = len(flat), search_units
 
-        # Admission comes after tokenizing because search units need the exact chunk count.
-        admission = await self._limiter.admit(key.key_id, limits, search_units)
-        try:
-            scored = await self._cache.scores(
-                key_id=key.key_id,
-                instruction=instruction,
-                query=query,
-                texts=flat,
-                fetch=lambda missing: self._upstream.score(query, missing, instruction),
-                count=lambda missing: anyio.to_thread.run_sync(
-                    lambda: self._budget.prompt_tokens(instruction, query, missing),
-                    limiter=self._tokenizer_threads,
-                ),
-                use=key.cache and use_cache is not False,
-            )
-        finally:
-            await self._limiter.release(admission)
+        scored = await self._scored(
+            key=key,
+            limits=limits,
+            search_units=search_units,
+            instruction=instruction,
+            query=query,
+            texts=flat,
+            use_cache=use_cache,
+            priority=priority,
+        )
         if record is not None:
             record.cache_hits, record.cache_shared = scored.hits, scored.shared
             record.cache_misses, record.input_tokens = scored.misses, scored.tokens
@@ -202,6 +227,58 @@ class Reranker:
         order = _order(scores, fused, top_n, score_threshold)
         return Ranking(order, scores, search_units, scored.tokens, fused)
 
+    def _key_limits(self, key: ApiKey) -> KeyLimits:
+        known = self._limits.get(id(key))
+        if known is not None and known[0] is key:  # the same key object: its limits cannot have changed
+            return known[1]
+        limits = key.effective_limits(self._settings.default_limits)
+        if len(self._limits) >= KEYS_REMEMBERED:  # reloaded keys are new objects: forget the old ones
+            self._limits.clear()
+        self._limits[id(key)] = (key, limits)
+        return limits
+
+    async def _scored(
+        self,
+        *,
+        key: ApiKey,
+        limits: KeyLimits,
+        search_units: int,
+        instruction: str,
+        query: str,
+        texts: list[str],
+        use_cache: bool | None,
+        priority: int,
+    ) -> Scored:
+        """Admission, then scores from the cache or vLLM. Admission comes after tokenizing because search
+        units need the exact chunk count; a failure of vLLM's (5xx) gives the charge back."""
+        admission = await self._limiter.admit(key.key_id, limits, search_units)
+        try:
+            return await self._cache.scores(
+                key_id=key.key_id,
+                instruction=instruction,
+                query=query,
+                texts=texts,
+                fetch=lambda missing: self._vllm_scores(query, missing, instruction, priority),
+                count=lambda missing: anyio.to_thread.run_sync(
+                    lambda: self._budget.prompt_tokens(instruction, query, missing),
+                    limiter=self._tokenizer_threads,
+                ),
+                use=key.cache and use_cache is not False,
+            )
+        except ApiError as exc:
+            if exc.kind in UPSTREAM_FAILURES:
+                await self._limiter.refund(admission)
+            raise
+        finally:
+            await self._limiter.release(admission)
+
+    async def _vllm_scores(self, query: str, texts: list[str], instruction: str, priority: int) -> Scores:
+        """vLLM's scores for the pairs the cache lacks, within the bound on pairs in flight (shedding.py)."""
+        if self._shedder is None:
+            return await self._upstream.score(query, texts, instruction, priority)
+        async with self._shedder.slot(len(texts), priority):
+            return await self._upstream.score(query, texts, instruction, priority)
+
 
 def _order(
     scores: list[float], fused: list[float] | None, top_n: int | None, score_threshold: float | None
@@ -212,6 +289,20 @@ def _order(
     if score_threshold is None:
         return order
     return [i for i in order if scores[i] >= score_threshold]
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether JSON ``value`` nests dicts and lists more than ``limit`` levels (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _field_text(value: object) -> str:

@@ -126,7 +126,12 @@ class V2RerankRequest(msgspec.Struct, kw_only=True):
         int | None, _doc("Documents are truncated to this many tokens (default 4096, within the context).")
     ] = None
     priority: Annotated[
-        int | None, _doc("Accepted for compatibility; one shared queue serves all requests.")
+        Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)] | None,
+        _doc(
+            "Lower is served sooner (0, the default, is the highest). Under overload requests wait for "
+            "capacity in priority order, a request of better priority takes a worse one's place in a full "
+            "queue, and vLLM schedules by it too."
+        ),
     ] = None
     relevant_spans: Annotated[
         RelevantSpans | None, _doc("Only `disabled` is supported; `enabled` is a 400.")

@@ -27,6 +27,16 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 turns the metrics port off")
     metrics_host: str = "0.0.0.0"  # noqa: S104  # Prometheus scrapes the pod IP
     metrics_dir: Path | None = Field(default=None, description="set by `serve` for its workers, not by hand")
+    # Slow and idle clients (README "Slow clients"): what a connection may take before it is closed
+    # 10 s: above the 5 s for which httpx (the Cohere SDK's client) keeps an idle connection, so a client
+    # does not reuse a connection the gateway is closing.
+    header_read_timeout_s: float = Field(
+        default=10.0, ge=1, le=60, description="request line and headers, from connect or the last answer"
+    )
+    body_read_timeout_s: float = Field(default=15.0, gt=0, description="the whole body, from the headers")
+    max_requests_per_worker: int = Field(
+        default=1024, ge=1, description="requests in progress per worker; one more is a 503 at once"
+    )
 
     # The model behind us
     upstream_url: str = "http://127.0.0.1:8001"
@@ -39,6 +49,9 @@ class Settings(BaseSettings):
     # API keys: lines of "<key-id> sha256:<hex>", from a mounted file and/or the environment
     api_keys_file: Path | None = None
     api_keys: SecretStr | None = None
+    api_keys_reload_s: float = Field(
+        default=2.0, ge=0, description="the keys file is re-read this soon after it changes; 0: never"
+    )
 
     # Per-key limits (keys-file options override these defaults; unset means unlimited)
     default_rpm: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
@@ -64,6 +77,14 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(default=60.0, gt=0)
     upstream_connect_timeout_s: float = Field(default=2.0, gt=0)
     upstream_max_connections: int = Field(default=64, ge=1)
+    # Load shedding (gateway/shedding.py): pairs in flight to vLLM, then a short priority queue, then 503
+    max_pairs_in_flight: int = Field(
+        default=512, ge=0, description="query-document pairs at vLLM at once, all workers; 0: no bound"
+    )
+    queue_max_requests: int = Field(
+        default=128, ge=0, description="requests waiting for capacity, per worker"
+    )
+    queue_timeout_s: float = Field(default=2.0, ge=0, description="longest wait for capacity before a 503")
     ready_timeout_s: float = Field(default=2.0, gt=0)
     drain_timeout_s: int = Field(default=20, ge=1, description="on SIGTERM, in-flight requests get this long")
 

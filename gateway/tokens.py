@@ -34,6 +34,10 @@ class PromptBudget:
         self.query_tokens = functools.lru_cache(maxsize=QUERIES_CACHED)(self.count)
         self._around = functools.lru_cache(maxsize=QUERIES_CACHED)(self._around_document_tokens)
 
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self._tokenizer
+
     @classmethod
     def from_model_dir(cls, model_dir: Path, *, max_model_len: int) -> PromptBudget:
         return cls(Tokenizer.from_file(str(model_dir / "tokenizer.json")), max_model_len=max_model_len)

@@ -44,11 +44,14 @@ class Scores:
     prompt_tokens: int
 
 
-class _ScoreRequest(msgspec.Struct):
+class _ScoreRequest(msgspec.Struct, omit_defaults=True):
     model: str
     queries: str
     documents: list[str]
     instruction: str
+    # vLLM's priority scheduling (model_setup/serving.py turns it on); 0 is left out, so that a vLLM
+    # scheduling first come, first served still takes the request.
+    priority: int = 0
 
 
 class _VllmErrorDetail(msgspec.Struct):
@@ -83,8 +86,8 @@ class Upstream:
     async def aclose(self) -> None:
         await self._pool.aclose()
 
-    async def score(self, query: str, documents: list[str], instruction: str) -> Scores:
-        body = _encoder.encode(_ScoreRequest(self._model, query, documents, instruction))
+    async def score(self, query: str, documents: list[str], instruction: str, priority: int = 0) -> Scores:
+        body = _encoder.encode(_ScoreRequest(self._model, query, documents, instruction, priority))
         record = current_record()
         started = time.perf_counter()
         try:

@@ -80,6 +80,8 @@ class VllmOptions:
             "--dtype", self.dtype,
             "--max-model-len", str(self.max_model_len),
             "--disable-uvicorn-access-log",
+            # The gateway passes Cohere v2's priority on (lower first); the order never changes a score.
+            "--scheduling-policy", "priority",
             # Stats stay on: they are vLLM's Prometheus metrics (vllm:*), which the gateway re-exports.
         ]  # fmt: skip
         if self.device == "cuda":

@@ -32,24 +32,28 @@ _RERANK = (
     ErrorKind.INVALID_REQUEST,
     ErrorKind.NOT_FOUND,
     ErrorKind.PAYLOAD_TOO_LARGE,
+    ErrorKind.REQUEST_TIMEOUT,
     ErrorKind.UNSUPPORTED_MEDIA_TYPE,
     ErrorKind.RATE_LIMITED,
     ErrorKind.CLIENT_CLOSED,
     ErrorKind.UPSTREAM_ERROR,
     ErrorKind.UPSTREAM_UNAVAILABLE,
     ErrorKind.UPSTREAM_TIMEOUT,
+    ErrorKind.OVERLOADED,
 )
 _STATUS_TEXT = {
     400: "The request is invalid; the message says which field and why.",
     401: "No API key, or not a valid one (`Authorization: Bearer <key>`).",
     404: "The named model is not served here.",
+    408: "The body did not arrive within the body deadline (15 s by default); the connection closes.",
     413: "The body is larger than the gateway accepts (16 MiB by default).",
     415: "The body is not `application/json`.",
     429: "A rate limit of this key was reached; retry after `Retry-After` seconds.",
     499: "The client closed the connection before the answer (seen in logs, not by the client).",
     500: "An unexpected error; quote the `id` when reporting it.",
     502: "The model server failed or sent an unusable answer.",
-    503: "The model server (or the rate-limit store) is unavailable or busy; retry after `Retry-After`.",
+    503: "The model server (or the rate-limit store) is unavailable, or the gateway is overloaded and shed "
+    "the request (by `priority` when given); retry after `Retry-After`.",
     504: "The model server did not answer in time.",
 }
 _HEADERS: dict[str, Any] = {

@@ -36,6 +36,8 @@ LATENCY_BUCKETS = (
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 UPSTREAM_FAILURES = ("timeout", "unavailable", "pool_full", "rejected", "error", "bad_answer")
 CACHE_RESULTS = ("hit", "coalesced", "miss")
+SHED_REASONS = ("queue_full", "queue_timeout", "evicted")
+RELOAD_RESULTS = ("ok", "error")
 NO_KEY = "-"  # key_id of a request that presented no valid key (no key id can start with "-")
 FLUSH_INTERVAL_S = 1.0
 WORKER_FILE = "worker-{pid}.prom"
@@ -56,6 +58,15 @@ HELP = {
     "connection busy), rejected (vLLM said 4xx), error (vLLM said 5xx), bad_answer (unusable answer).",
     "rerank_score_cache_pairs": "Query-document pairs by where their score came from: hit (a cache tier), "
     "coalesced (another request's vLLM call for the same pair), miss (this request's vLLM call).",
+    "rerank_quota_refunds": "Admitted requests whose charge (the request and its search units) was given "
+    "back to their key because vLLM failed (5xx) or the load was shed; the log line names the key.",
+    "rerank_api_keys_reloads": "Re-reads of the keys file after it changed: ok (new keys in force) or error "
+    "(the file did not parse; the keys in force stay).",
+    "rerank_shed_requests": "Requests refused for overload before reaching vLLM, by reason: queue_full, "
+    "queue_timeout (no capacity in time), evicted (a request of better priority took its queue place).",
+    "rerank_queue_wait_seconds": "Time a request waited for capacity to vLLM (requests that called it).",
+    "rerank_upstream_pairs_in_flight": "Query-document pairs at vLLM now, all workers.",
+    "rerank_queued_requests": "Requests waiting for capacity to vLLM now, all workers.",
 }
 
 
@@ -91,10 +102,23 @@ def _counter(name: str, labels: list[str], values: dict[tuple[str, ...], float])
 class Metrics(Collector):
     """One worker's counts, and the collector that turns them into families. Labels stay bounded: routes
     come from the route table (unknown paths are ``unmatched``), key ids from the keys file, kinds from
-    fixed lists. ``in_flight`` reads the worker's count of requests in progress (gateway/drain.py)."""
+    fixed lists. The gauges are read when the totals are written: ``in_flight`` is the worker's count of
+    requests in progress (gateway/drain.py), ``pairs_in_flight`` and ``queued`` its load-shedding state
+    (gateway/shedding.py)."""
 
-    def __init__(self, in_flight: Callable[[], int], directory: Path | None = None) -> None:
-        self._in_flight = in_flight
+    def __init__(
+        self,
+        in_flight: Callable[[], int],
+        directory: Path | None = None,
+        *,
+        pairs_in_flight: Callable[[], int] = lambda: 0,
+        queued: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self._gauges = {
+            "rerank_requests_in_flight": in_flight,
+            "rerank_upstream_pairs_in_flight": pairs_in_flight,
+            "rerank_queued_requests": queued,
+        }
         self._file = directory / WORKER_FILE.format(pid=os.getpid()) if directory is not None else None
         self._requests: dict[tuple[str, ...], float] = {}
         self._latency: dict[str, tuple[_Histogram, _Histogram, _Histogram]] = {}
@@ -106,6 +130,10 @@ class Metrics(Collector):
         # Zero from the start, so that rate() and alerts see the first failure.
         self._upstream_failures: dict[tuple[str, ...], float] = {(kind,): 0 for kind in UPSTREAM_FAILURES}
         self._cache_pairs = [0, 0, 0]
+        self._refunds = 0
+        self._shed: dict[tuple[str, ...], float] = {(reason,): 0 for reason in SHED_REASONS}
+        self._reloads: dict[tuple[str, ...], float] = {(result,): 0 for result in RELOAD_RESULTS}
+        self._queue_wait = _Histogram(LATENCY_BUCKETS)
 
     def observe(self, record: RequestRecord) -> None:
         """Everything one finished request contributes; called by the request log after its line."""
@@ -136,11 +164,21 @@ class Metrics(Collector):
         if record.upstream_error is not None:
             failed = (record.upstream_error,)
             self._upstream_failures[failed] = self._upstream_failures.get(failed, 0) + 1
+        if record.queue_ms is not None:
+            self._queue_wait.observe(record.queue_ms / 1000)
+        if record.shed is not None:
+            self._shed[(record.shed,)] = self._shed.get((record.shed,), 0) + 1
+        if record.refunded:
+            self._refunds += 1
         if record.cache_misses is not None:
             pairs = self._cache_pairs
             pairs[0] += record.cache_hits or 0
             pairs[1] += record.cache_shared or 0
             pairs[2] += record.cache_misses
+
+    def key_reloaded(self, result: str) -> None:
+        """The keys file was re-read (gateway/keyswatch.py): ``ok`` or ``error``."""
+        self._reloads[(result,)] = self._reloads.get((result,), 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         yield _counter("rerank_requests", ["route", "status", "key_id"], self._requests)
@@ -155,6 +193,7 @@ class Metrics(Collector):
             ("rerank_request_documents", self._documents),
             ("rerank_request_chunks", self._chunks),
             ("rerank_request_search_units", self._search_units),
+            ("rerank_queue_wait_seconds", self._queue_wait),
         ):
             sizes = HistogramMetricFamily(name, HELP[name], labels=[])
             histogram.add_to(sizes, [])
@@ -166,8 +205,11 @@ class Metrics(Collector):
             (result,): float(n) for result, n in zip(CACHE_RESULTS, self._cache_pairs, strict=True)
         }
         yield _counter("rerank_score_cache_pairs", ["result"], pairs)
-        name = "rerank_requests_in_flight"
-        yield GaugeMetricFamily(name, HELP[name], value=self._in_flight())
+        yield _counter("rerank_quota_refunds", [], {(): self._refunds})
+        yield _counter("rerank_shed_requests", ["reason"], self._shed)
+        yield _counter("rerank_api_keys_reloads", ["result"], self._reloads)
+        for name, read in self._gauges.items():
+            yield GaugeMetricFamily(name, HELP[name], value=read())
 
     def flush(self) -> None:
         """This worker's totals to its file (atomically: written aside, then renamed over the old one)."""

@@ -243,15 +243,20 @@ def test_without_keys_one_key_is_generated_and_its_digest_admitted(variant: Vari
     assert again != raw, "each fresh install generates its own key"
 
 
-def test_keys_checksum_rolls_pods_only_when_keys_change() -> None:
-    """checksum/api-keys changes with the keys (or the Secret referenced), not with unrelated values."""
-    one = render(sets={"apiKeys.lines[0]": KEY_A})
-    same_keys = render(sets={"apiKeys.lines[0]": KEY_A, "gateway.logLevel": "debug"})
-    new_keys = render(sets={"apiKeys.lines[0]": KEY_A, "apiKeys.lines[1]": KEY_B})
+def test_key_changes_roll_no_pods_unless_asked() -> None:
+    """The gateway re-reads the mounted keys file, so by default no checksum ties the pods to the keys;
+    apiKeys.rollPodsOnChange=true brings back checksum/api-keys, which changes with the keys (or the Secret
+    referenced) and not with unrelated values."""
+    annotations = render(sets={"apiKeys.lines[0]": KEY_A}).deployment["spec"]["template"]["metadata"]
+    assert "checksum/api-keys" not in (annotations.get("annotations") or {})
+    roll = {"apiKeys.rollPodsOnChange": "true"}
+    one = render(sets={"apiKeys.lines[0]": KEY_A, **roll})
+    same_keys = render(sets={"apiKeys.lines[0]": KEY_A, "gateway.logLevel": "debug", **roll})
+    new_keys = render(sets={"apiKeys.lines[0]": KEY_A, "apiKeys.lines[1]": KEY_B, **roll})
     assert _checksum(one) == _checksum(same_keys)
     assert _checksum(one) != _checksum(new_keys)
-    existing = render(sets={"apiKeys.existingSecret": "keys-v1"})
-    assert _checksum(existing) != _checksum(render(sets={"apiKeys.existingSecret": "keys-v2"}))
+    existing = render(sets={"apiKeys.existingSecret": "keys-v1", **roll})
+    assert _checksum(existing) != _checksum(render(sets={"apiKeys.existingSecret": "keys-v2", **roll}))
     assert len(_checksum(one)) == 64
 
 
@@ -278,6 +283,11 @@ def test_gateway_settings_come_from_values(variant: Variant) -> None:
         "RERANK_LOG_LEVEL": "warning",
         "RERANK_MAX_DOCUMENTS": "500",
         "RERANK_WORKERS": "2",
+        "RERANK_MAX_PAIRS_IN_FLIGHT": "1024",
+        "RERANK_QUEUE_MAX_REQUESTS": "64",
+        "RERANK_QUEUE_TIMEOUT_S": "1.5",
+        "RERANK_HEADER_READ_TIMEOUT_S": "50",
+        "RERANK_BODY_READ_TIMEOUT_S": "30",
         "RERANK_DEFAULT_INSTRUCTION": "Given a shopper's search query, judge whether the product matches it",
         "RERANK_DEFAULT_RPM": "120",
         "RERANK_DEFAULT_UNITS_PER_MINUTE": "5000",

@@ -1,0 +1,250 @@
+"""Load shedding and priority: a bounded number of pairs in flight to vLLM, a short queue in priority order
+in front of it, fast 503s with a truthful Retry-After beyond that; Cohere v2's priority reaches vLLM, whose
+priority scheduling is on. Proved on the real vLLM (tiny model) made busy by real requests; the queue's own
+rules also as units on its event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.errors import ApiError, ErrorKind
+from gateway.shedding import Shedder
+from tests.conftest import Gateway, Keys, Vllm, gateway_env
+from tests.fake_vllm import fake_vllm
+from tests.procs import Service, start_gateway
+
+# --- the queue's rules, on one event loop ---
+
+
+async def _hold(
+    shedder: Shedder, pairs: int, priority: int, release: asyncio.Event, done: list[str], name: str
+) -> None:
+    async with shedder.slot(pairs, priority):
+        done.append(name)
+        await release.wait()
+
+
+def test_the_queue_serves_by_priority_then_arrival() -> None:
+    async def run() -> list[str]:
+        shedder = Shedder(max_pairs=4, max_queued=10, wait_s=5)
+        release, order = asyncio.Event(), list[str]()
+        tasks = [asyncio.create_task(_hold(shedder, 4, 5, release, order, "running"))]
+        await asyncio.sleep(0)
+        for name, priority in (("batch-1", 5), ("batch-2", 5), ("shop-1", 0), ("mid", 2), ("shop-2", 0)):
+            tasks.append(asyncio.create_task(_hold(shedder, 4, priority, release, order, name)))
+            await asyncio.sleep(0)
+        assert shedder.queued == 5
+        release.set()
+        await asyncio.gather(*tasks)
+        return order
+
+    assert asyncio.run(run()) == ["running", "shop-1", "shop-2", "mid", "batch-1", "batch-2"]
+
+
+def test_a_full_queue_gives_a_better_priority_the_worst_place() -> None:
+    async def run() -> None:
+        shedder = Shedder(max_pairs=2, max_queued=2, wait_s=5)
+        release, order = asyncio.Event(), list[str]()
+        running = asyncio.create_task(_hold(shedder, 2, 5, release, order, "running"))
+        await asyncio.sleep(0)
+        first = asyncio.create_task(_hold(shedder, 2, 5, release, order, "batch-1"))
+        last = asyncio.create_task(_hold(shedder, 2, 5, release, order, "batch-2"))
+        await asyncio.sleep(0)
+        with pytest.raises(ApiError) as same:  # no better than anyone waiting: refused at once
+            await _hold(shedder, 2, 5, release, order, "batch-3")
+        assert same.value.kind is ErrorKind.OVERLOADED
+        assert "queue is full" in same.value.message
+        shop = asyncio.create_task(_hold(shedder, 2, 0, release, order, "shop"))
+        await asyncio.sleep(0)
+        with pytest.raises(ApiError) as evicted:
+            await last
+        assert "higher priority took its place" in evicted.value.message
+        assert int(evicted.value.headers["Retry-After"]) >= 1
+        release.set()
+        await asyncio.gather(running, first, shop)
+        assert order == ["running", "shop", "batch-1"]
+
+    asyncio.run(run())
+
+
+def test_a_wait_past_the_bound_is_a_503_and_leaves_no_trace() -> None:
+    async def run() -> None:
+        shedder = Shedder(max_pairs=3, max_queued=4, wait_s=0.05)
+        release, order = asyncio.Event(), list[str]()
+        running = asyncio.create_task(_hold(shedder, 3, 0, release, order, "running"))
+        await asyncio.sleep(0)
+        started = time.monotonic()
+        with pytest.raises(ApiError) as timed_out:
+            await _hold(shedder, 1, 0, release, order, "late")
+        assert time.monotonic() - started < 1
+        assert "no capacity freed within 0.05 s" in timed_out.value.message
+        assert shedder.queued == 0
+        gone = asyncio.create_task(_hold(shedder, 1, 0, release, order, "gone"))  # a client that hangs up
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        release.set()
+        await running
+        assert (shedder.in_flight, shedder.queued) == (0, 0)
+        async with shedder.slot(99, 0):  # more than the whole bound: runs alone
+            assert shedder.in_flight == 3
+
+    asyncio.run(run())
+
+
+def test_retry_after_follows_the_measured_throughput() -> None:
+    async def run() -> None:
+        shedder = Shedder(max_pairs=10, max_queued=1, wait_s=7)
+        assert shedder.retry_after(10, 0) == 7, "nothing measured yet: the wait bound"
+        for _ in range(20):  # 200 pairs finished within about a second
+            async with shedder.slot(10, 0):
+                pass
+        assert shedder.retry_after(10, 0) == 1
+        async with shedder.slot(10, 0):
+            # 10 in flight + 10 more: at >= 200 pairs/s that is well under a second, rounded up to 1
+            assert shedder.retry_after(10, 0) == 1
+
+    asyncio.run(run())
+
+
+# --- on the real vLLM ---
+
+LONG_DOC = "Waterproof trail running shoe with a grippy outsole and a cushioned midsole, " * 30  # ~500 tokens
+PAIRS = 8
+
+
+@pytest.fixture(scope="module")
+def shedding_gateway(
+    vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path
+) -> Iterator[tuple[Service, str]]:
+    """Room for one 8-pair request at vLLM, four more waiting."""
+    env = gateway_env(
+        model_dir,
+        api_keys,
+        vllm.url,
+        RERANK_MAX_PAIRS_IN_FLIGHT=str(PAIRS),
+        RERANK_QUEUE_MAX_REQUESTS="4",
+        RERANK_QUEUE_TIMEOUT_S="120",
+        RERANK_MAX_TOKENS_PER_DOC="1000",
+    )
+    service, url = start_gateway("shedding", artifacts, env)
+    yield service, url
+    service.stop()
+
+
+def rerank(
+    url: str, key: str, priority: int, documents: int = PAIRS, tag: str = ""
+) -> tuple[httpx.Response, float]:
+    body: dict[str, Any] = {
+        "model": "rerank-v3.5",
+        "query": f"trail running shoes {tag}",
+        "documents": [f"{i} {LONG_DOC}" for i in range(documents)],
+        "priority": priority,
+        "max_tokens_per_doc": 1000,
+    }
+    response = httpx.post(
+        f"{url}/v2/rerank", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=300
+    )
+    return response, time.monotonic()
+
+
+def gauge(service: Service, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{service.env['RERANK_METRICS_PORT']}/metrics", timeout=10).text
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def wait_for(service: Service, name: str, value: float, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while gauge(service, name) != value:
+        assert time.monotonic() < deadline, f"{name} never reached {value}"
+        time.sleep(0.02)
+
+
+def test_with_the_queue_full_of_batch_work_a_priority_0_request_is_served_first(
+    shedding_gateway: tuple[Service, str], api_keys: Keys
+) -> None:
+    service, url = shedding_gateway
+    key = api_keys["shop-a"]
+    warm, _ = rerank(url, key, 0, tag="warm")  # also gives the gateway a measured throughput
+    assert warm.status_code == 200, warm.text
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        # More pairs than the bound: it runs alone, holding all of it, for a couple of seconds.
+        blocker = pool.submit(rerank, url, key, 5, 25 * PAIRS, "blocker")
+        wait_for(service, "rerank_upstream_pairs_in_flight", PAIRS)
+        batch = []
+        for i in range(4):
+            batch.append(pool.submit(rerank, url, key, 5, tag=f"batch-{i}"))
+            wait_for(service, "rerank_queued_requests", i + 1)
+        # The queue is full of priority-5 work: another one is refused at once, with a Retry-After.
+        started = time.monotonic()
+        refused, _ = rerank(url, key, 5, tag="too-many")
+        assert refused.status_code == 503, refused.text
+        assert time.monotonic() - started < 2, "shed early, not after the upstream timeout"
+        assert "queue is full" in refused.json()["message"]
+        retry_after = int(refused.headers["retry-after"])
+        # A shop's interactive request takes the last batch request's place and is served next.
+        shop = pool.submit(rerank, url, key, 0, tag="shop")
+        evicted, _ = batch[-1].result(timeout=60)
+        assert evicted.status_code == 503
+        assert "higher priority" in evicted.json()["message"]
+        shop_response, shop_done = shop.result(timeout=300)
+        finished = [future.result(timeout=300) for future in (blocker, *batch[:-1])]
+    assert shop_response.status_code == 200, shop_response.text
+    assert all(response.status_code == 200 for response, _ in finished)
+    batch_done = [done for _, done in finished[1:]]
+    assert shop_done < min(batch_done), "the priority-0 request overtook every queued priority-5 one"
+    drained = max(batch_done) - started
+    assert 1 <= retry_after <= 3 * drained + 2, (retry_after, drained)
+    metrics = httpx.get(f"http://127.0.0.1:{service.env['RERANK_METRICS_PORT']}/metrics", timeout=10).text
+    assert 'rerank_shed_requests_total{reason="queue_full"} 1.0' in metrics
+    assert 'rerank_shed_requests_total{reason="evicted"} 1.0' in metrics
+    assert gauge(service, "rerank_upstream_pairs_in_flight") == 0
+    assert gauge(service, "rerank_queued_requests") == 0
+
+
+def test_vllm_schedules_by_the_priority_the_gateway_passes_on(gateway: Gateway, api_keys: Keys) -> None:
+    """The session gateway (bound far above this load) sends every pair to vLLM at once: vLLM's own queue
+    holds most of 192 long pairs of priority 5 when a priority-0 request arrives, and serves it first."""
+    key = api_keys["shop-b"]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        batch = [pool.submit(rerank, gateway.url, key, 5, 24, f"vllm-batch-{i}") for i in range(8)]
+        time.sleep(0.5)  # they are at vLLM
+        shop_response, shop_done = rerank(gateway.url, key, 0, 1, "vllm-shop")
+        finished = [future.result(timeout=300) for future in batch]
+    assert shop_response.status_code == 200, shop_response.text
+    assert all(response.status_code == 200 for response, _ in finished)
+    later = sum(done > shop_done for _, done in finished)
+    assert later >= 4, (
+        f"under first-come-first-served the priority-0 request would finish last ({later} of 8)"
+    )
+
+
+def test_priority_is_forwarded_only_when_given(model_dir: Path, api_keys: Keys, artifacts: Path) -> None:
+    """0 (the default) is left out of vLLM's request, so a vLLM scheduling first come, first served takes it;
+    a negative priority is the caller's error."""
+    with fake_vllm() as upstream:
+        service, url = start_gateway("priority", artifacts, gateway_env(model_dir, api_keys, upstream.url))
+        try:
+            headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
+            body: dict[str, Any] = {"model": "rerank-v3.5", "query": "q", "documents": ["a"]}
+            for priority, sent in ((None, None), (0, None), (7, 7)):
+                extra = {} if priority is None else {"priority": priority}
+                response = httpx.post(f"{url}/v2/rerank", json={**body, **extra}, headers=headers, timeout=30)
+                assert response.status_code == 200, response.text
+                assert upstream.requests[-1].get("priority") == sent
+            negative = httpx.post(
+                f"{url}/v2/rerank", json={**body, "priority": -1}, headers=headers, timeout=30
+            )
+            assert negative.status_code == 400
+            assert "$.priority" in negative.json()["message"]
+        finally:
+            service.stop()
