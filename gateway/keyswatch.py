@@ -65,7 +65,8 @@ class KeyWatch:
     def check(self) -> bool:
         """Re-read the file if it changed; True if new keys are now in force."""
         self._next_check = time.monotonic() + self._interval
-        assert self._file is not None
+        if self._file is None:  # keys from the environment only: nothing can change
+            return False
         signature = _signature(self._file)
         if signature == self._signature:
             return False

@@ -154,15 +154,16 @@ def fake_vllm() -> Iterator[FakeVllm]:
     """A stand-in on its own event loop in a background thread, for the duration of a test."""
     fake = FakeVllm()
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(fake.serve())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
+    # Started from its own thread, so a test whose thread already runs a loop (Playwright's) can use it.
+    server = asyncio.run_coroutine_threadsafe(fake.serve(), loop).result(10)
     try:
         yield fake
     finally:
+        loop.call_soon_threadsafe(server.close)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
-        server.close()
         loop.close()
 
 

@@ -23,6 +23,7 @@ from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_p
 
 from gateway import keys as keylib
 from tests.conftest import Gateway, Keys, gateway_env
+from tests.fake_vllm import fake_vllm
 from tests.procs import Service, free_port, start_gateway, wait_http
 
 CHROMIUM = "/usr/bin/chromium"
@@ -297,33 +298,36 @@ def test_loading_model_and_rate_limit_read_as_sentences(
     tmp_path: Path,
     artifacts: Path,
 ) -> None:
-    """A gateway whose model server is not up answers 503 with Retry-After: the page says the model is
-    not ready and when to retry. Its key allows one request a minute: the next click says how long to
-    wait (from the 429's Retry-After)."""
+    """A gateway whose model server is unavailable answers 503 with Retry-After: the page says the model is
+    not ready and when to retry. Its key allows one request a minute, and a 503 costs nothing (the gateway
+    refunds it): once a request has been served, the next click says how long to wait (the 429's
+    Retry-After). The model server is a stand-in, to be unavailable on cue."""
     raw, line = keylib.generate("page-rpm-1")
     keys_file = tmp_path / "keys"
     keys_file.write_text(f"{line} rpm=1\n")
-    no_model_server = f"http://127.0.0.1:{free_port()}"
-    env = gateway_env(model_dir, Keys({"page-rpm-1": raw}, keys_file), no_model_server)
-    limited, url = start_gateway("limited", artifacts, env)
-    demo_page: DemoPage | None = None
-    try:
-        demo_page = start_page("limited", url, raw, tmp_path, artifacts)
-        open_page(page, demo_page)
-        click_rerank(page)
-        text = status_text(page, "not ready")
-        assert (
-            "The model is not ready yet (it may still be loading) or is unavailable. Try again in 5 seconds."
-            in text
-        )
-        click_rerank(page)
-        text = status_text(page, "rate limit")
-        assert "This page's API key has reached its rate limit: wait " in text
-        assert " seconds and try again." in text
-    finally:
-        if demo_page is not None:
-            demo_page.service.stop()
-        limited.stop()
+    with fake_vllm() as model_server:
+        env = gateway_env(model_dir, Keys({"page-rpm-1": raw}, keys_file), model_server.url)
+        limited, url = start_gateway("limited", artifacts, env)
+        demo_page: DemoPage | None = None
+        try:
+            demo_page = start_page("limited", url, raw, tmp_path, artifacts)
+            open_page(page, demo_page)
+            model_server.mode = "drop"
+            click_rerank(page)
+            text = status_text(page, "not ready")
+            not_ready = "The model is not ready yet (it may still be loading) or is unavailable."
+            assert f"{not_ready} Try again in 5 seconds." in text
+            model_server.mode = "ok"
+            click_rerank(page)
+            assert "Ranked" in status_text(page, "Ranked"), "the 503 did not spend the key's one request"
+            click_rerank(page)
+            text = status_text(page, "rate limit")
+            assert "This page's API key has reached its rate limit: wait " in text
+            assert " seconds and try again." in text
+        finally:
+            if demo_page is not None:
+                demo_page.service.stop()
+            limited.stop()
 
 
 def record_traffic(page: Page) -> Traffic:
