@@ -338,12 +338,12 @@ class RerankApi:
 
 async def _flush_every(metrics: Metrics) -> None:
     """The worker's totals to the metrics port's directory, once a second (metrics.py says why)."""
-    while True:
-        await asyncio.sleep(FLUSH_INTERVAL_S)
+    while True:  # the first at once, so every family is on the metrics port from the worker's start
         try:
             metrics.flush()
         except OSError as exc:  # a full or vanished directory costs freshness, never a request
             _log.warning("metrics_flush_failed", error=str(exc))
+        await asyncio.sleep(FLUSH_INTERVAL_S)
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -433,6 +433,7 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         flushing = asyncio.create_task(_flush_every(metrics)) if metrics is not None else None
+        watching = asyncio.create_task(keyring.watch())
         try:
             yield
         finally:
@@ -442,6 +443,7 @@ def create_app(settings: Settings) -> Litestar:
             await upstream.aclose()
             await cache.aclose()
             await limiter.aclose()
+            watching.cancel()
             if flushing is not None and metrics is not None:
                 flushing.cancel()
                 metrics.flush()  # the last requests count too

@@ -1,17 +1,18 @@
 """Keys reload without a restart: the keys file is re-read when it changes.
 
 A Kubernetes Secret volume updates in place (its ``..data`` symlink is swapped), so adding or revoking a
-shop's key needs no new pod, and no new pod means no minutes of model loading. The file's identity (device,
-inode, size, modification time, following symlinks) is looked at before authenticating a request, at most
-once per ``interval_s``; a revoked key therefore stops working within that interval of the change reaching
-the file. A file that no longer parses keeps the keys in force and logs one error line (per broken version,
-naming the line number, never the line). Requests already admitted keep the key they were admitted with.
+shop's key needs no new pod, and no new pod means no minutes of model loading. A task in each worker looks at
+the file's identity (device, inode, size, modification time, following symlinks) every ``interval_s``, with
+or without traffic: a revoked key stops working, and a broken file is reported, within that interval of the
+change reaching the file. A file that no longer parses keeps the keys in force and logs one error line (per
+broken version, naming the line number, never the line). Requests already admitted keep the key they were
+admitted with.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,20 +52,24 @@ class KeyWatch:
         self._interval = interval_s
         self._on_reload = on_reload
         self._signature = _signature(file) if file is not None else None
-        self._next_check = time.monotonic() + interval_s
 
     @property
     def ring(self) -> KeyRing:
         return self._ring
 
     def authenticate(self, raw_key: str) -> ApiKey | None:
-        if self._file is not None and self._interval > 0 and time.monotonic() >= self._next_check:
-            self.check()
         return self._ring.authenticate(raw_key)
+
+    async def watch(self) -> None:
+        """Check the file every ``interval_s`` until cancelled (the worker's lifespan runs it)."""
+        if self._file is None or self._interval <= 0:  # keys from the environment, or reloading is off
+            return
+        while True:
+            await asyncio.sleep(self._interval)
+            self.check()
 
     def check(self) -> bool:
         """Re-read the file if it changed; True if new keys are now in force."""
-        self._next_check = time.monotonic() + self._interval
         if self._file is None:  # keys from the environment only: nothing can change
             return False
         signature = _signature(self._file)

@@ -28,6 +28,7 @@ from gateway.errors import ApiError, ErrorKind
 from gateway.requestlog import current_record
 
 THROUGHPUT_WINDOW_S = 30.0  # vLLM calls finished this recently give the rate behind Retry-After
+RATE_REUSE_S = 1.0  # a burst of refusals computes that rate once, not once each
 MAX_RETRY_AFTER_S = 60
 
 
@@ -56,7 +57,9 @@ class Shedder:
         self._heap: list[_Waiter] = []
         self._waiting = 0  # live waiters (the heap may hold ones that left)
         self._seq = itertools.count()
-        self._finished: deque[tuple[float, float, int]] = deque()  # (start, end, pairs) of recent vLLM calls
+        # (start, end, pairs) of the vLLM calls finished within the window, in the order they finished
+        self._finished: deque[tuple[float, float, int]] = deque()
+        self._rate = (float("-inf"), 0.0)  # (when computed, pairs per second)
 
     @property
     def in_flight(self) -> int:
@@ -82,10 +85,9 @@ class Shedder:
             yield
         finally:
             self._give(need)
-            self._finished.append((called, time.monotonic(), pairs))
-
-    def _count_waiting(self, change: int) -> None:
-        self._waiting += change
+            now = time.monotonic()
+            self._finished.append((called, now, pairs))
+            self._forget_before(now - THROUGHPUT_WINDOW_S)
 
     def _take(self, need: int) -> None:
         self._free -= need
@@ -105,7 +107,7 @@ class Shedder:
             if head.pairs > self._free:
                 return
             heapq.heappop(heap)
-            self._count_waiting(-1)
+            self._waiting -= 1
             self._take(head.pairs)
             head.granted.set_result(None)
 
@@ -114,11 +116,11 @@ class Shedder:
             worst = max((w for w in self._heap if not w.granted.done()), default=None)
             if worst is None or worst.priority <= priority:
                 raise self._refusal("queue_full", need, priority)
-            self._count_waiting(-1)  # the worst waiter makes room: refused now rather than at its timeout
+            self._waiting -= 1  # the worst waiter makes room: refused now rather than at its timeout
             worst.granted.set_exception(self._refusal("evicted", worst.pairs, worst.priority, record=False))
         waiter = _Waiter(priority, next(self._seq), need, asyncio.get_running_loop().create_future())
         heapq.heappush(self._heap, waiter)
-        self._count_waiting(1)
+        self._waiting += 1
         self._grant()  # it may be the new head, and fit where the old head did not
         try:
             async with asyncio.timeout(self._wait_s):
@@ -143,7 +145,7 @@ class Shedder:
     def _leave(self, waiter: _Waiter) -> None:
         if not waiter.granted.done():
             waiter.granted.cancel()
-            self._count_waiting(-1)
+            self._waiting -= 1
             self._grant()  # it may have been the head that blocked smaller ones behind it
 
     def retry_after(self, need: int, priority: int) -> int:
@@ -156,11 +158,19 @@ class Shedder:
         backlog = self.in_flight + ahead + need
         return min(MAX_RETRY_AFTER_S, max(1, math.ceil(backlog / rate)))
 
+    def _forget_before(self, cutoff: float) -> None:
+        finished = self._finished
+        while finished and finished[0][1] < cutoff:
+            finished.popleft()
+
     def _pairs_per_second(self) -> float | None:
         """Pairs vLLM finished per second while it was busy with ours (idle time does not count), lately."""
+        now = time.monotonic()
+        computed, rate = self._rate
+        if now - computed < RATE_REUSE_S:
+            return rate
+        self._forget_before(now - THROUGHPUT_WINDOW_S)
         finished = self._finished
-        while finished and finished[0][1] < time.monotonic() - THROUGHPUT_WINDOW_S:
-            finished.popleft()
         if not finished:
             return None
         busy, covered = 0.0, float("-inf")  # length of the union of the calls' intervals
@@ -168,7 +178,9 @@ class Shedder:
             if end > covered:
                 busy += end - max(start, covered)
                 covered = end
-        return sum(pairs for _, _, pairs in finished) / max(busy, 0.001)
+        rate = sum(pairs for _, _, pairs in finished) / max(busy, 0.001)
+        self._rate = (now, rate)
+        return rate
 
     def _refusal(self, reason: str, need: int, priority: int, *, record: bool = True) -> ApiError:
         current = current_record() if record else None
