@@ -40,7 +40,11 @@ class Neutraliser:
         self.breaker = _pick_breaker(tokenizer, self.contents)
         # Longest first, so that at one position the longest token wins as in the tokenizer's own matcher.
         self._pattern = _alternation(self.contents)
-        self._first = frozenset(content[0] for content in self.contents)
+        # Text without any token's first character (all real product text, for Qwen's tokens all begin with
+        # "<") needs no regex: one `in` for a single such character, a character class otherwise.
+        first = sorted({content[0] for content in self.contents})
+        self._first = first[0] if len(first) == 1 else None
+        self._firsts = re.compile(f"[{re.escape(''.join(first))}]") if len(first) > 1 else None
         # Tokens matched on normalised text: found by normalising and asking the tokenizer (rare in practice).
         normaliser = tokenizer.normalizer
         matched_normalised = [token.content for _, token in added if token.normalized and token.content]
@@ -62,7 +66,8 @@ class Neutraliser:
         return bool(self._tails or self._heads)
 
     def __call__(self, text: str) -> str:
-        if any(char in text for char in self._first):  # rare: one `in` per distinct first character
+        first = self._first
+        if (first in text) if first is not None else (self._firsts is not None and self._firsts.search(text)):
             text = self._literal(text)
         normaliser, pattern = self._normaliser, self._normalised_pattern
         if normaliser is not None and pattern is not None and pattern.search(normaliser.normalize_str(text)):

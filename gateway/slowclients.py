@@ -6,7 +6,9 @@ connections (its ``backpressure`` setting did not limit them when measured, docs
 
 - every ``receive()`` until the body is complete is bounded by one deadline from the request's start; past
   it the answer is 408 with ``Connection: close`` and the server closes the connection (a client sending one
-  byte of a 1,000-byte body no longer holds a connection and a handler for ever);
+  byte of a 1,000-byte body no longer holds a connection and a handler for ever). One sweeper per worker
+  cancels the reads past their deadline, rather than a timer per read: on every request's path, a timer
+  cost more than the rest of this guard, and a body deadline needs no better than half a second;
 - at most ``max_in_progress`` requests are in progress in a worker; one more is answered 503 with
   ``Retry-After`` and ``Connection: close`` at once, before anything is read.
 """
@@ -14,7 +16,9 @@ connections (its ``backpressure`` setting did not limit them when measured, docs
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
+from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
@@ -23,6 +27,7 @@ from gateway.errors import ApiError, ErrorKind
 
 Render = Callable[[Exception], tuple[int, dict[str, str], bytes]]
 CLOSE = {"Connection": "close"}
+SWEEP_S = 0.5  # how often reads past their deadline are looked for (at most a quarter of the deadline)
 
 
 class SlowClients:
@@ -32,6 +37,9 @@ class SlowClients:
         self._max = max_in_progress
         self._render = render
         self._in_progress = 0
+        self._reading: dict[asyncio.Task[Any], float] = {}  # tasks waiting for body bytes: their deadline
+        self._overdue: set[asyncio.Task[Any]] = set()  # of those, the ones the sweeper cancelled
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -54,24 +62,49 @@ class SlowClients:
     def _bounded(self, receive: Receive) -> Receive:
         deadline = asyncio.get_running_loop().time() + self._timeout_s
         complete = False
+        reading, overdue = self._reading, self._overdue
 
         async def bounded() -> ReceiveMessage:
             nonlocal complete
             if complete:  # after the body, receive() only reports a disconnect: no deadline
                 return await receive()
+            task = asyncio.current_task()
+            assert task is not None  # ASGI apps run in tasks
+            reading[task] = deadline
+            if self._sweeper is None:  # in a context of its own, not this request's
+                sweep = self._sweep(min(SWEEP_S, self._timeout_s / 4))
+                self._sweeper = asyncio.create_task(sweep, context=contextvars.Context())
             try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
+                message = await receive()
+            except asyncio.CancelledError:
+                if task not in overdue:  # cancelled for another reason: not ours to answer
+                    raise
+                task.uncancel()
                 raise ApiError(
                     ErrorKind.REQUEST_TIMEOUT,
                     f"the request body did not arrive within {self._timeout_s:g} s",
                     headers=dict(CLOSE),
                 ) from None
+            finally:
+                del reading[task]
+                overdue.discard(task)
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
         return bounded
+
+    async def _sweep(self, every_s: float) -> None:
+        """Cancel the body reads past their deadline (``bounded`` turns that into the 408); ends when no read
+        is left, so an idle worker has no timer, and the next read starts it again."""
+        loop = asyncio.get_running_loop()
+        while self._reading:
+            await asyncio.sleep(every_s)
+            now = loop.time()
+            for task, deadline in list(self._reading.items()):
+                if deadline <= now and task not in self._overdue:
+                    self._overdue.add(task)
+                    task.cancel()
+        self._sweeper = None
 
     async def _answer(self, send: Send, error: ApiError) -> None:
         status, headers, body = self._render(error)

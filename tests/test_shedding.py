@@ -215,13 +215,25 @@ def test_with_the_queue_full_of_batch_work_a_priority_0_request_is_served_first(
     assert 'rerank_shed_requests_total{reason="evicted"} 1.0' in metrics
 
 
-def test_vllm_schedules_by_the_priority_the_gateway_passes_on(gateway: Gateway, api_keys: Keys) -> None:
+def vllm_waiting(vllm: Vllm) -> float:
+    text = httpx.get(f"{vllm.url}/metrics", timeout=10).text
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("vllm:num_requests_waiting")
+    )
+
+
+def test_vllm_schedules_by_the_priority_the_gateway_passes_on(
+    gateway: Gateway, vllm: Vllm, api_keys: Keys
+) -> None:
     """The session gateway (bound far above this load) sends every pair to vLLM at once: vLLM's own queue
     holds most of 192 long pairs of priority 5 when a priority-0 request arrives, and serves it first."""
     key = api_keys["shop-b"]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         batch = [pool.submit(rerank, gateway.url, key, 5, 24, f"vllm-batch-{i}") for i in range(8)]
-        time.sleep(0.5)  # they are at vLLM
+        deadline = time.monotonic() + 30
+        while vllm_waiting(vllm) < 4 * 24:  # at least half of them wait in vLLM's queue
+            assert time.monotonic() < deadline, "the batch never queued at vLLM"
+            time.sleep(0.05)
         shop_response, shop_done = rerank(gateway.url, key, 0, 1, "vllm-shop")
         finished = [future.result(timeout=300) for future in batch]
     assert shop_response.status_code == 200, shop_response.text
