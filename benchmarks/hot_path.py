@@ -122,6 +122,17 @@ def gateway(
     return url
 
 
+def stand_in_vllm(procs: Procs) -> str:
+    """The fast stand-in vLLM (tests/fake_vllm.py) once it answers; its URL."""
+    port = free_port()
+    procs.start(
+        [sys.executable, "-m", "tests.fake_vllm", str(port)], env=dict(os.environ), log=OUT / "stand-in.log"
+    )
+    upstream = f"http://127.0.0.1:{port}"
+    wait_http(f"{upstream}/health", timeout=10)
+    return upstream
+
+
 GATEWAYS: dict[str, int] = {}  # a gateway's URL -> its server process, whose workers' CPU time is read
 
 
@@ -188,14 +199,7 @@ def stand_in(ns: argparse.Namespace) -> dict[str, Any]:
     docs = documents(5)
     results: dict[str, Any] = {"documents": 5}
     with processes() as procs:
-        port = free_port()
-        procs.start(
-            [sys.executable, "-m", "tests.fake_vllm", str(port)],
-            env=dict(os.environ),
-            log=OUT / "stand-in.log",
-        )
-        upstream = f"http://127.0.0.1:{port}"
-        wait_http(f"{upstream}/health", timeout=10)
+        upstream = stand_in_vllm(procs)
         ours = gateway(
             procs, "gateway-standin", upstream=upstream, keys=line, RERANK_SCORE_CACHE_MAX_BYTES="0"
         )

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -27,9 +26,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.hot_path import OUT, gateway, processes  # noqa: E402
+from benchmarks.hot_path import OUT, gateway, processes, stand_in_vllm  # noqa: E402
 from gateway.keys import generate  # noqa: E402
-from tests.procs import free_port, wait_http  # noqa: E402
 from tests.slowloris import MODES, Outcome, attack  # noqa: E402
 
 CHECKPOINTS = (1, 6, 12, 17, 25, 34)  # just past the deadlines: 10 s and 15 s after, 30 s before
@@ -72,14 +70,7 @@ def main() -> None:
     results: dict[str, Any] = {"connections": ns.connections, "seconds": ns.seconds, "modes": {}}
     lines = []
     with processes() as procs:
-        port = free_port()
-        procs.start(
-            [sys.executable, "-m", "tests.fake_vllm", str(port)],
-            env=dict(os.environ),
-            log=OUT / "stand-in.log",
-        )
-        upstream = f"http://127.0.0.1:{port}"
-        wait_http(f"{upstream}/health", timeout=10)
+        upstream = stand_in_vllm(procs)
         urls = {
             "before": gateway(
                 procs, "slowloris-before", upstream=upstream, keys=line, python_path=export(ns.baseline_rev)
