@@ -215,32 +215,43 @@ def test_with_the_queue_full_of_batch_work_a_priority_0_request_is_served_first(
     assert 'rerank_shed_requests_total{reason="evicted"} 1.0' in metrics
 
 
-def vllm_waiting(vllm: Vllm) -> float:
-    text = httpx.get(f"{vllm.url}/metrics", timeout=10).text
-    return sum(
-        float(line.split()[-1]) for line in text.splitlines() if line.startswith("vllm:num_requests_waiting")
-    )
+def vllm_queue(vllm: Vllm) -> tuple[float, float]:
+    """Pairs waiting in vLLM, and pairs it has received so far (finished, running or waiting)."""
+    lines = httpx.get(f"{vllm.url}/metrics", timeout=10).text.splitlines()
+
+    def total(name: str) -> float:
+        return sum(float(line.split()[-1]) for line in lines if line.startswith(name + "{"))
+
+    waiting = total("vllm:num_requests_waiting")
+    return waiting, total("vllm:request_success_total") + total("vllm:num_requests_running") + waiting
 
 
 def test_vllm_schedules_by_the_priority_the_gateway_passes_on(
     gateway: Gateway, vllm: Vllm, api_keys: Keys
 ) -> None:
-    """The session gateway (bound far above this load) sends every pair to vLLM at once: vLLM's own queue
-    holds most of 192 long pairs of priority 5 when a priority-0 request arrives, and serves it first."""
-    key = api_keys["shop-b"]
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        batch = [pool.submit(rerank, gateway.url, key, 5, 24, f"vllm-batch-{i}") for i in range(8)]
-        deadline = time.monotonic() + 30
-        while vllm_waiting(vllm) < 4 * 24:  # at least half of them wait in vLLM's queue
+    """The session gateway (bound far above this load) passes every pair on: once vLLM's own queue holds
+    priority-5 pairs, a priority-0 request overtakes them. First come, first served, it would finish after
+    every batch request that had wholly reached vLLM before it; here some of those finish after it."""
+    key, requests, documents = api_keys["shop-b"], 8, 48
+    _, received_before = vllm_queue(vllm)
+    with concurrent.futures.ThreadPoolExecutor(requests) as pool:
+        batch = [
+            pool.submit(rerank, gateway.url, key, 5, documents, f"vllm-batch-{i}") for i in range(requests)
+        ]
+        deadline = time.monotonic() + 60
+        while (queue := vllm_queue(vllm))[0] < 40:  # a queue whose last request has pairs to spare
+            assert queue[1] - received_before < requests * documents, "vLLM drained the batch as it came"
             assert time.monotonic() < deadline, "the batch never queued at vLLM"
-            time.sleep(0.05)
+            time.sleep(0.02)
+        # Each request's pairs reach vLLM in one call: this many requests were wholly there.
+        arrived = int(queue[1] - received_before) // documents
         shop_response, shop_done = rerank(gateway.url, key, 0, 1, "vllm-shop")
         finished = [future.result(timeout=300) for future in batch]
     assert shop_response.status_code == 200, shop_response.text
     assert all(response.status_code == 200 for response, _ in finished)
     later = sum(done > shop_done for _, done in finished)
-    assert later >= 4, (
-        f"under first-come-first-served the priority-0 request would finish last ({later} of 8)"
+    assert later > requests - arrived, (
+        f"first come, first served would let at most {requests - arrived} finish later; {later} did"
     )
 
 
