@@ -210,6 +210,11 @@ def test_panels_are_laid_out_and_uniquely_identified() -> None:
         ),
         ("in-flight requests", r"rerank_requests_in_flight\{"),
         ("upstream failures by kind", r"sum by \(kind\) \(rate\(rerank_upstream_failures_total\{"),
+        ("requests shed by reason", r"sum by \(reason\) \(rate\(rerank_shed_requests_total\{"),
+        ("quota refunds", r"rate\(rerank_quota_refunds_total\{"),
+        ("pairs at vLLM", r"rerank_upstream_pairs_in_flight\{"),
+        ("queued requests", r"rerank_queued_requests\{"),
+        ("queue wait p99", r"histogram_quantile\(0\.99, .*rerank_queue_wait_seconds_bucket\{"),
     ],
 )
 def test_dashboard_shows(what: str, pattern: str) -> None:
