@@ -247,7 +247,9 @@ def test_vllm_schedules_by_the_priority_the_gateway_passes_on(
     feeds it no faster than it drains); then a priority-0 request through the session gateway overtakes
     them: the gateway passes the priority on and vLLM schedules by it. First come, first served, it would
     finish after every one of the batch requests, which were all at vLLM before it."""
-    requests, documents = 10, 48
+    # Enough that a queue remains even where vLLM drains three quarters of the pairs as they arrive (seen
+    # in a full run on two cores; alone, a fifth).
+    requests, documents = 24, 48
     _, received_before = vllm_queue(vllm)
     with concurrent.futures.ThreadPoolExecutor(requests) as pool:
         batch = [pool.submit(score_at_vllm, vllm, 5, documents, f"vllm-batch-{i}") for i in range(requests)]
@@ -255,14 +257,14 @@ def test_vllm_schedules_by_the_priority_the_gateway_passes_on(
         while (queue := vllm_queue(vllm))[1] - received_before < requests * documents:
             assert time.monotonic() < deadline, "the batch never reached vLLM"
             time.sleep(0.01)
-        # Five requests' pairs still waiting: room for the priority-0 request to overtake four of them.
-        assert queue[0] >= 5 * documents, f"vLLM drained the batch as it came ({queue[0]} pairs waiting)"
+        # Three requests' pairs still waiting at least: room for the priority-0 request to overtake them.
+        assert queue[0] >= 3 * documents, f"vLLM drained the batch as it came ({queue[0]} pairs waiting)"
         shop_response, shop_done = rerank(gateway.url, api_keys["shop-b"], 0, 1, "vllm-shop")
         finished = [future.result(timeout=300) for future in batch]
     assert shop_response.status_code == 200, shop_response.text
     assert [status for status, _ in finished] == [200] * requests
     later = sum(done > shop_done for _, done in finished)
-    assert later >= 4, f"first come, first served, none would finish later; {later} did"
+    assert later >= 3, f"first come, first served, none would finish later; {later} did"
 
 
 def test_priority_is_forwarded_only_when_given(model_dir: Path, api_keys: Keys, artifacts: Path) -> None:
