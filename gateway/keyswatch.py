@@ -53,39 +53,32 @@ class KeyWatch:
         self._on_reload = on_reload
         self._signature = _signature(file) if file is not None else None
 
-    @property
-    def ring(self) -> KeyRing:
-        return self._ring
-
     def authenticate(self, raw_key: str) -> ApiKey | None:
         return self._ring.authenticate(raw_key)
 
     async def watch(self) -> None:
         """Check the file every ``interval_s`` until cancelled (the worker's lifespan runs it)."""
-        if self._file is None or self._interval <= 0:  # keys from the environment, or reloading is off
+        file = self._file
+        if file is None or self._interval <= 0:  # keys from the environment, or reloading is off
             return
         while True:
             await asyncio.sleep(self._interval)
-            self.check()
+            self._reload_if_changed(file)
 
-    def check(self) -> bool:
-        """Re-read the file if it changed; True if new keys are now in force."""
-        if self._file is None:  # keys from the environment only: nothing can change
-            return False
-        signature = _signature(self._file)
+    def _reload_if_changed(self, file: Path) -> None:
+        signature = _signature(file)
         if signature == self._signature:
-            return False
+            return
         self._signature = signature  # a broken version is reported once, not on every check
         try:
-            ring = KeyRing.load(file=self._file, env_value=self._env_value)
+            ring = KeyRing.load(file=file, env_value=self._env_value)
         except ValueError as exc:  # the message names a line number, never the line (it may hold a key)
             _log.error("api_keys_reload_failed", error=str(exc), keys_in_force=len(self._ring))
             self._notify("error")
-            return False
+            return
         self._ring = ring
         _log.info("api_keys_reloaded", keys=len(ring))
         self._notify("ok")
-        return True
 
     def _notify(self, result: str) -> None:
         if self._on_reload is not None:

@@ -347,7 +347,6 @@ class Limiter:
             except StoreUnavailable as exc:  # the charge stands; it expires as any other
                 _log.error("rate_limit_refund_failed", key_id=admission.key_id, error=str(exc))
                 return
-        self.counts["refunded"] += 1
         record = current_record()
         if record is not None:
             record.refunded = True
