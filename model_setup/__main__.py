@@ -1,4 +1,4 @@
-"""``python -m model_setup``: fetch and verify a model snapshot, write the tiny test model, or start vLLM."""
+"""``python -m model_setup``: fetch, verify or publish a model snapshot, write the tiny test model, start vLLM."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from model_setup import fetch
+from model_setup import fetch, localhub
 from model_setup.serving import VllmOptions, exec_vllm
 
 
@@ -19,6 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_commands(sub)
     tiny = sub.add_parser("tiny", help="write the tiny random-weight Qwen3 test model (ranks randomly)")
     tiny.add_argument("dest", type=Path)
+    publish = sub.add_parser(
+        "publish", help="lay a snapshot out as a local git-lfs repository (a local hub); prints the commit"
+    )
+    publish.add_argument("snapshot", type=Path)
+    publish.add_argument("repo", type=Path)
+    publish.add_argument("--branch", default="main")
 
     for name, text in (
         ("serve", "exec vLLM for the model in RERANK_MODEL_DIR (or --model-dir)"),
@@ -34,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         from model_setup.tiny import write_tiny_model  # noqa: PLC0415  # pulls in torch
 
         print(write_tiny_model(ns.dest))
+        return 0
+    if ns.command == "publish":
+        try:
+            print(localhub.publish(ns.snapshot, ns.repo, branch=ns.branch))
+        except fetch.FetchError as exc:
+            print(f"model_setup publish: {exc}", file=sys.stderr)
+            return 1
         return 0
     try:
         options = VllmOptions.from_env(os.environ, model_dir=ns.model_dir)

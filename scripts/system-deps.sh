@@ -13,6 +13,10 @@ declare -A wanted=(
   [chromium]=chromium          # the demo page's browser tests (Playwright drives it; no browser download)
   [prometheus]=prometheus      # scrapes the gateway's metrics port in tests/test_metrics.py
   [promtool]=prometheus        # lints a scrape (same package)
+  [buildah]=buildah            # builds the image (scripts/image.sh, tests/test_image.py)
+  [podman]=podman              # runs it, and the chart's pod (podman kube play)
+  [runc]=runc                  # the OCI runtime scripts/podman/containers.conf names (crun refuses some hosts)
+  [debootstrap]=debootstrap    # the CPU flavour's Debian base, made offline
 )
 fonts=(fonts-noto-cjk)         # Chinese text in the page's screenshot renders as text, not boxes
 missing=()

@@ -14,6 +14,7 @@ import cohere
 import pytest
 
 from gateway import keys as keylib
+from tests.containers import build_image
 from tests.procs import ROOT, Service, free_port, gateway_service, vllm_service, wait_http
 from tests.reference import CardReranker
 
@@ -173,3 +174,18 @@ def redis_server(artifacts: Path) -> Iterator[Redis]:
     redis.start()
     yield redis
     redis.service.stop()
+
+
+@pytest.fixture(scope="session")
+def image(artifacts: Path) -> str:
+    """The CPU flavour of the image, built by `scripts/image.sh build cpu` (layers cached between runs).
+    No buildah or podman is a failure: scripts/system-deps.sh installs them."""
+    for tool in ("buildah", "podman"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: scripts/test.sh installs it (scripts/system-deps.sh)")
+    try:
+        reference, seconds = build_image(artifacts / "image-build.log")
+    except Exception as exc:
+        pytest.fail(str(exc))
+    (artifacts / "image-build-seconds").write_text(f"{seconds:.0f}\n")
+    return reference

