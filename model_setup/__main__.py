@@ -1,4 +1,4 @@
-"""``python -m model_setup``: fetch, verify or publish a model snapshot, write the tiny test model, start vLLM."""
+"""``python -m model_setup``: fetch, verify or publish a snapshot, write the tiny test model, start vLLM."""
 
 from __future__ import annotations
 
@@ -42,12 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(write_tiny_model(ns.dest))
         return 0
     if ns.command == "publish":
-        try:
-            print(localhub.publish(ns.snapshot, ns.repo, branch=ns.branch))
-        except fetch.FetchError as exc:
-            print(f"model_setup publish: {exc}", file=sys.stderr)
-            return 1
-        return 0
+        return _publish(ns)
     try:
         options = VllmOptions.from_env(os.environ, model_dir=ns.model_dir)
     except ValueError as exc:
@@ -58,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     exec_vllm(options)
     return 0  # not reached: exec replaced the process
+
+
+def _publish(ns: argparse.Namespace) -> int:
+    try:
+        print(localhub.publish(ns.snapshot, ns.repo, branch=ns.branch))
+    except fetch.FetchError as exc:
+        print(f"model_setup publish: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

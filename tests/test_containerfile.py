@@ -20,7 +20,7 @@ from packaging.specifiers import SpecifierSet
 
 from gateway.settings import Settings
 from model_setup import fetch
-from tests.containerfile import CONTAINERFILE, Containerfile, env_of, parse
+from tests.containerfile import CONTAINERFILE, Containerfile, Stage, env_of, parse
 from tests.procs import ROOT
 
 
@@ -277,3 +277,25 @@ def test_the_build_context_is_only_what_copy_names(containerfile: Containerfile)
         )
     assert not allowed & {".venv", "var", ".git", "tests", "benchmarks"}
     assert (ROOT / ".dockerignore").read_text() == (ROOT / ".containerignore").read_text()
+
+
+def test_a_code_edit_rebuilds_only_the_code_layers(containerfile: Containerfile) -> None:
+    """The dependencies and the model are installed from what a code edit does not touch, and the runtime
+    stage copies them before the wheel: buildah's layer cache then rebuilds only the wheel and its layer."""
+
+    def sources(stage: Stage) -> set[str]:
+        return {
+            word
+            for copy in stage.all("COPY")
+            if "--from=" not in copy.args
+            for word in [w for w in copy.args.split() if not w.startswith("--")][:-1]
+        }
+
+    assert sources(containerfile.stage("deps")) == {"pyproject.toml"}
+    assert sources(containerfile.stage("model")) == {"model_setup/fetch.py"}
+    copies = [i.args for i in containerfile.final.all("COPY")]
+    position = {
+        name: next(n for n, args in enumerate(copies) if f"--from={name} " in args)
+        for name in ("deps", "model", "wheel")
+    }
+    assert position["wheel"] > max(position["deps"], position["model"]), copies
