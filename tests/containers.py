@@ -19,10 +19,13 @@ READY_BUDGET_S = 420.0  # vLLM's cold start in a fresh container (torch compile)
 _names = itertools.count()
 
 
-def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+def podman(
+    *args: str, timeout: float = 120, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        ["podman", *args], env=PODMAN_ENV, capture_output=True, text=True, timeout=timeout, check=False
-    )
+        ["podman", *args], env=PODMAN_ENV, input=input, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
     if check and result.returncode != 0:
         raise RuntimeError(f"podman {' '.join(args[:2])} failed: {result.stderr.strip()[-2000:]}")
     return result
