@@ -39,28 +39,34 @@ def _serve() -> int:
     settings = _configuration()
     if settings is None:
         return 2
-    if not settings.metrics_port:
-        _granian(settings)
-        return 0
-    # Workers write their totals here (gateway/observe/metrics.py); they read the directory from the
-    # environment they inherit. A fresh one per start: files from an earlier run would add old counts.
-    metrics_dir = Path(tempfile.mkdtemp(prefix="rerank-metrics-"))
-    os.environ["RERANK_METRICS_DIR"] = str(metrics_dir)
+    from gateway.workerstate import STATE_ENV  # noqa: PLC0415
+
+    # Fresh per start, removed at exit: the worker state /ready reads and, with metrics on, the files the
+    # workers write their totals to (gateway/observe/metrics.py); files from an earlier run would add old
+    # counts. Workers find both through the environment they inherit.
+    run_dir = Path(tempfile.mkdtemp(prefix="rerank-gateway-"))
+    state_file = run_dir / "workers.json"
+    os.environ[STATE_ENV] = str(state_file)
     try:
-        if not _serve_metrics(settings, metrics_dir):
-            return 2
-        _granian(settings)
+        if settings.metrics_port:
+            metrics_dir = run_dir / "metrics"
+            metrics_dir.mkdir()
+            os.environ["RERANK_METRICS_DIR"] = str(metrics_dir)
+            if not _serve_metrics(settings, metrics_dir, state_file):
+                return 2
+        _granian(settings, state_file)
         return 0
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _serve_metrics(settings: Settings, metrics_dir: Path) -> bool:
+def _serve_metrics(settings: Settings, metrics_dir: Path, state_file: Path) -> bool:
     from gateway.observe import scrape  # noqa: PLC0415
 
     collectors = [
         scrape.BuildInfo(settings.served_model_name, settings.model_dir),
         scrape.VllmMetrics(settings.upstream_url),
+        scrape.WorkerProcesses(state_file),
     ]
     try:
         scrape.serve(settings.metrics_host, settings.metrics_port, scrape.registry(metrics_dir, collectors))
@@ -75,16 +81,18 @@ def _serve_metrics(settings: Settings, metrics_dir: Path) -> bool:
     return True
 
 
-def _granian(settings: Settings) -> None:
-    from granian import Granian  # noqa: PLC0415  # only the serve command needs the server
+def _granian(settings: Settings, state_file: Path) -> None:
     from granian.constants import HTTPModes, Interfaces  # noqa: PLC0415
     from granian.http import HTTP1Settings  # noqa: PLC0415
     from granian.log import LogLevels  # noqa: PLC0415
 
+    from gateway.framing import HEAD_BUFFER_BYTES  # noqa: PLC0415
     from gateway.requestlog import server_log_config  # noqa: PLC0415
+    from gateway.workers import Supervisor  # noqa: PLC0415  # only the serve command needs the server
 
-    Granian(
+    Supervisor(
         "gateway.asgi:app_from_env",
+        state_file=state_file,
         factory=True,
         address=settings.host,
         port=settings.port,
@@ -95,7 +103,11 @@ def _granian(settings: Settings) -> None:
         http=HTTPModes.http1,
         # hyper's header read timeout runs from connect and again from each answer until the next request's
         # headers are in, so it also closes idle keep-alive connections and silent ones.
-        http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_read_timeout_s * 1000)),
+        # max_buffer_size bounds the request line and headers: past it granian answers 431 itself; within
+        # it gateway/framing.py answers in the Cohere shape.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(settings.header_read_timeout_s * 1000), max_buffer_size=HEAD_BUFFER_BYTES
+        ),
         log_access=False,  # the gateway writes its own canonical line per request
         log_level=LogLevels(settings.log_level),
         log_dictconfig=server_log_config(level=settings.log_level, json=settings.log_format == "json"),

@@ -19,6 +19,7 @@ from gateway.cache import ScoreCache, SharedTier, model_identity
 from gateway.drain import InFlight
 from gateway.errors import ApiError, ErrorBody, ErrorKind, invalid
 from gateway.fastpath import FastRoutes, ReadBody
+from gateway.framing import Framing
 from gateway.fusion import plan_for
 from gateway.keys import ApiKey, KeyRing
 from gateway.keyswatch import KeyWatch
@@ -47,7 +48,9 @@ from gateway.settings import Settings
 from gateway.shedding import Shedder
 from gateway.slowclients import SlowClients
 from gateway.tokens import PromptBudget
+from gateway.unreadbody import UnreadBody
 from gateway.upstream import Upstream
+from gateway.workerstate import read_state as read_workers_state
 
 T = TypeVar("T")
 JSON = "application/json"
@@ -346,6 +349,14 @@ async def _flush_every(metrics: Metrics) -> None:
         await asyncio.sleep(FLUSH_INTERVAL_S)
 
 
+def _ready_body() -> dict[str, object]:
+    """Ready, and under `python -m gateway serve` how many of its worker processes are alive."""
+    workers = read_workers_state()
+    if workers is None:  # an app built in-process
+        return {"status": "ready"}
+    return {"status": "ready", "workers": {"configured": workers.configured, "alive": workers.alive}}
+
+
 def create_app(settings: Settings) -> Litestar:
     """Build the gateway. Tests put fault-injecting vLLM stand-ins on the wire (RERANK_UPSTREAM_URL)."""
     in_flight = InFlight()
@@ -428,7 +439,7 @@ def create_app(settings: Settings) -> Litestar:
             raise ApiError(
                 ErrorKind.UPSTREAM_UNAVAILABLE, "the model server is not ready", headers={"Retry-After": "5"}
             )
-        return _json({"status": "ready"})
+        return _json(_ready_body())
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -468,9 +479,10 @@ def create_app(settings: Settings) -> Litestar:
         render=_render,
     )
     # Wrap the whole ASGI handler (not per-route middleware) so the log line covers 404s and 405s too.
+    framed = Framing(fast, max_body=settings.max_body_bytes, render=_render)
     log = RequestLog(
         SlowClients(
-            fast,
+            UnreadBody(framed, max_body=settings.max_body_bytes),
             body_timeout_s=settings.body_read_timeout_s,
             max_in_progress=settings.max_requests_per_worker,
             render=_render,

@@ -14,6 +14,8 @@ class ErrorKind(Enum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    URI_TOO_LONG = "uri_too_long"
+    HEADERS_TOO_LARGE = "headers_too_large"
     REQUEST_TIMEOUT = "request_timeout"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     RATE_LIMITED = "rate_limited"
@@ -38,6 +40,8 @@ STATUS: dict[ErrorKind, int] = {
     ErrorKind.METHOD_NOT_ALLOWED: 405,
     ErrorKind.REQUEST_TIMEOUT: 408,  # the body did not arrive in time (gateway/slowclients.py)
     ErrorKind.PAYLOAD_TOO_LARGE: 413,
+    ErrorKind.URI_TOO_LONG: 414,
+    ErrorKind.HEADERS_TOO_LARGE: 431,
     ErrorKind.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorKind.RATE_LIMITED: 429,
     ErrorKind.CLIENT_CLOSED: 499,  # nginx's code: the client went away before we could answer

@@ -180,6 +180,9 @@ _SHARED: list[structlog.typing.Processor] = [
 ]
 
 
+_STDLIB_EXTRAS = ("worker", "pid", "exit_code", "lived_s", "respawn_in_s", "crash_loop")
+
+
 def _renderer(json: bool) -> structlog.typing.Processor:
     if json:
         return structlog.processors.JSONRenderer()
@@ -192,7 +195,8 @@ def stdlib_formatter(json: bool = True) -> logging.Formatter:
     Also named by the server's logging dictConfig (``"()": "gateway.requestlog.stdlib_formatter"``).
     """
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_SHARED,
+        # Only the fields gateway.workers passes: other libraries' extras could carry anything.
+        foreign_pre_chain=[*_SHARED, structlog.stdlib.ExtraAdder(allow=_STDLIB_EXTRAS)],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _renderer(json)],
     )
 
@@ -213,6 +217,7 @@ def server_log_config(*, level: str, json: bool) -> dict[str, object]:
         "loggers": {
             "_granian": {"handlers": ["stdout"], "level": level.upper(), "propagate": False},
             "granian.access": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
+            "gateway.workers": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
         },
     }
 

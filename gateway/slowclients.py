@@ -24,6 +24,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from gateway.errors import ApiError, ErrorKind
+from gateway.framing import answer
 
 Render = Callable[[Exception], tuple[int, dict[str, str], bytes]]
 CLOSE = {"Connection": "close"}
@@ -51,7 +52,7 @@ class SlowClients:
                 "the gateway has too many requests in progress; retry shortly",
                 headers={"Retry-After": "1", **CLOSE},
             )
-            await self._answer(send, busy)
+            await answer(send, self._render(busy))
             return
         self._in_progress += 1
         try:
@@ -105,10 +106,3 @@ class SlowClients:
                     self._overdue.add(task)
                     task.cancel()
         self._sweeper = None
-
-    async def _answer(self, send: Send, error: ApiError) -> None:
-        status, headers, body = self._render(error)
-        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": body, "more_body": False})

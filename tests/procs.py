@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -83,8 +84,53 @@ def vllm_service(
         "RERANK_MAX_MODEL_LEN": str(max_model_len),
         "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the tiny model needs little
         "HF_HUB_OFFLINE": "1",
+        # GET /load: requests inside vLLM's API server, which tests read while its engine is paused.
+        "RERANK_VLLM_EXTRA_ARGS": "--enable-server-load-tracking",
     }
     return Service("vllm", [sys.executable, "-m", "model_setup", "serve"], env, log_path)
+
+
+ENGINE_TITLES = ("VLLM::EngineCore", "VLLM::Worker")
+
+
+@contextlib.contextmanager
+def engine_paused(api_server: int) -> Iterator[Callable[[], None]]:
+    """vLLM's engine processes stopped (SIGSTOP) while its API server keeps taking requests: a queue that
+    stays as it is for as long as a test needs to look at it, on however busy a machine. Yields `resume`;
+    resumed at the end in any case."""
+    engines = [pid for pid in descendants(api_server) if _title(pid).startswith(ENGINE_TITLES)]
+    assert engines, f"no vLLM engine process under {api_server}"
+    stopped = True
+
+    def resume() -> None:
+        nonlocal stopped
+        if stopped:
+            for pid in engines:
+                os.kill(pid, signal.SIGCONT)
+            stopped = False
+
+    for pid in engines:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield resume
+    finally:
+        resume()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid` (children of any of its threads, and theirs)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            children += map(int, (task / "children").read_text().split())
+    return [grandchild for child in children for grandchild in (child, *descendants(child))]
+
+
+def _title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def gateway_service(port: int, log_path: Path, env: Mapping[str, str]) -> Service:

@@ -36,7 +36,7 @@ def arg(name: str) -> str:
 
 def image_requirements() -> list[str]:
     assert INSTALL in CONTAINERFILE, "the Containerfile installs its Python layer differently now"
-    assert "ubuntu22.04" in arg("CUDA_BASE"), "a new base image needs its glibc in GLIBC_MINOR"
+    assert "ubuntu22.04" in arg("BASE_IMAGE"), "a new base image needs its glibc in GLIBC_MINOR"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     return [
         f"vllm=={arg('VLLM_VERSION')}",

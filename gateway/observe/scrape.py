@@ -19,12 +19,13 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from gateway import package_version
 from gateway.observe.metrics import WORKER_FILE
+from gateway.workerstate import read_state
 from model_setup.fetch import FetchError, read_manifest
 
 VLLM_PREFIX = "vllm:"
@@ -106,6 +107,35 @@ class Workers(Collector):
             for (sample_name, labels), value in values[name].items():
                 family.add_sample(sample_name, dict(labels), value)
             yield family
+
+
+class WorkerProcesses(Collector):
+    """What the supervisor (gateway/workers.py) reports: workers configured and alive, their exits."""
+
+    def __init__(self, state_file: Path) -> None:
+        self._state_file = state_file
+
+    def collect(self) -> Iterator[Metric]:
+        state = read_state(self._state_file)
+        if state is None:  # granian has not started its workers yet
+            return
+        workers = GaugeMetricFamily(
+            "rerank_gateway_workers", "Gateway worker processes: configured, and alive now.", labels=["state"]
+        )
+        workers.add_metric(["configured"], state.configured)
+        workers.add_metric(["alive"], state.alive)
+        yield workers
+        exits = CounterMetricFamily(
+            "rerank_gateway_worker_exits", "Gateway workers that died unexpectedly; each one is respawned."
+        )
+        exits.add_metric([], state.exits)
+        yield exits
+        backoff = GaugeMetricFamily(
+            "rerank_gateway_worker_respawn_backoff_seconds",
+            "Delay of a pending respawn of a worker that keeps dying young; 0 when none is pending.",
+        )
+        backoff.add_metric([], state.backoff_s)
+        yield backoff
 
 
 def _alive(pid: int) -> bool:
