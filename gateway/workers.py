@@ -7,8 +7,9 @@ exits for it, and a worker that keeps dying is respawned after a delay that doub
 is logged (``worker_exited``) and counted, and the state (workers configured and alive, exits, the current
 delay) is written to a small file that ``/ready`` reads and the metrics port exports.
 
-Only ``_serve_loop`` of granian's multiprocess server is replaced; granian 2.8.9 is pinned (pyproject.toml)
-and tests/test_workers.py kills real workers, so an upgrade that changes this loop fails there.
+Only ``_serve_loop`` of granian's multiprocess server is replaced; pyproject.toml holds granian to 2.8.x
+and tests/test_workers.py (and the image's test) kill real workers, so a release that changes this loop
+fails there before it ships.
 """
 
 from __future__ import annotations

@@ -199,6 +199,38 @@ def test_an_arbitrary_uid_serves(containers: Pair, keys: Keys) -> None:
     assert len(response.results) == len(DOCS)
 
 
+def started_pid(container: Container, child: str) -> str:
+    started = re.search(rf'"event":"{child}_started","message":"pid (\d+)"', container.logs())
+    assert started, container.logs()[-3000:]
+    return started[1]
+
+
+def test_killing_the_only_gateway_worker_inside_leaves_the_entrypoint_running(
+    containers: Pair, keys: Keys
+) -> None:
+    """The OOM killer takes the one worker: the gateway's master replaces it, the entrypoint (which exits 70
+    when a child it started dies) sees nothing, and the container serves again without reloading vLLM."""
+    container = containers.arbitrary
+    master = started_pid(container, "gateway")
+    (worker,) = (
+        pid
+        for pid in container.exec("cat", f"/proc/{master}/task/{master}/children").split()
+        if " worker-1" in container.exec("cat", f"/proc/{pid}/cmdline").replace("\0", " ")
+    )
+    container.exec("sh", "-c", f"kill -KILL {worker}")
+    deadline = time.monotonic() + 90  # the new worker imports the app and loads the tokenizer
+    while container.logs().count('"event":"Started worker-1"') < 2 and time.monotonic() < deadline:
+        assert container.running(), container.logs()[-3000:]
+        time.sleep(0.5)
+    assert '"event":"worker_exited"' in container.logs()
+    assert container.logs().count('"event":"Started worker-1"') == 2, container.logs()[-3000:]
+    with cohere.ClientV2(api_key=keys["shop-b"], base_url=container.url, max_retries=0) as client:
+        assert len(client.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS).results) == len(DOCS)
+    assert httpx.get(f"{container.url}/ready", timeout=5).json()["workers"] == {"configured": 1, "alive": 1}
+    assert container.running()
+    assert container.logs().count('"event":"vllm_started"') == 1
+
+
 def test_killing_vllm_inside_exits_70(containers: Pair) -> None:
     container = containers.arbitrary
     started = re.search(r'"event":"vllm_started","message":"pid (\d+)"', container.logs())

@@ -203,11 +203,11 @@ def test_counters_sum_across_two_workers(
         assert value(text, "rerank_requests_total", **counted) == sent
         assert value(text, "rerank_request_duration_seconds_count", route="/v2/rerank") == sent
         assert value(text, "rerank_requests_in_flight") == 0
-        writers = {path.name for path in tmp_path.glob("rerank-metrics-*/worker-*.prom")}
+        writers = {path.name for path in tmp_path.glob("rerank-gateway-*/metrics/worker-*.prom")}
         assert len(writers) == 2, f"expected both workers to have counted: {writers}"
     finally:
         service.stop()
-    assert not list(tmp_path.glob("rerank-metrics-*")), "the workers' directory outlived the gateway"
+    assert not list(tmp_path.glob("rerank-gateway-*")), "the workers' directory outlived the gateway"
 
 
 # --- a real Prometheus ------------------------------------------------------------------------------

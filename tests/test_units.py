@@ -195,7 +195,10 @@ def test_a_client_hanging_up_mid_upload_is_a_499_not_a_500(model_dir: Path) -> N
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
         "path": "/v1/rerank", "raw_path": b"/v1/rerank", "query_string": b"", "root_path": "",
-        "headers": [(b"authorization", f"Bearer {raw}".encode()), (b"content-type", b"application/json")],
+        "headers": [
+            (b"host", b"127.0.0.1:8000"), (b"authorization", f"Bearer {raw}".encode()),
+            (b"content-type", b"application/json"),
+        ],
         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "state": {},
     }  # fmt: skip
     events = iter(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import cohere
 import httpx
@@ -47,7 +48,7 @@ def manifests(image: str, raw_key: tuple[str, str]) -> Manifests:
 
 
 @pytest.fixture(scope="module")
-def pod(manifests: Manifests, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pod]:
+def pod(manifests: Manifests, tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> Iterator[Pod]:
     ports = manifests.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["ports"]
     played = play(manifests, {port["name"]: free_port() for port in ports}, tmp_path_factory.mktemp("pod"))
     try:
@@ -61,8 +62,13 @@ def pod(manifests: Manifests, tmp_path_factory: pytest.TempPathFactory) -> Itera
                     break
             except httpx.HTTPError:
                 pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the startup probe failed for {budget:.0f}s:\n{played.logs()[-4000:]}")
+            if played.restarts() or time.monotonic() > deadline:
+                log = artifacts / "pod.log"
+                log.write_text(played.logs())
+                pytest.fail(
+                    f"the container restarted {played.restarts()} times or the startup probe failed for "
+                    f"{budget:.0f}s; its log: {log}\n{played.logs()[-4000:]}"
+                )
             time.sleep(1)
         yield played
     finally:
