@@ -218,17 +218,21 @@ def test_killing_the_only_gateway_worker_inside_leaves_the_entrypoint_running(
         if " worker-1" in container.exec("cat", f"/proc/{pid}/cmdline").replace("\0", " ")
     )
     container.exec("sh", "-c", f"kill -KILL {worker}")
+
+    def count(event: str) -> int:  # the gateway's JSON has a space after the colon, the entrypoint's none
+        return len(re.findall(rf'"event": ?"{event}"', container.logs()))
+
     deadline = time.monotonic() + 90  # the new worker imports the app and loads the tokenizer
-    while container.logs().count('"event":"Started worker-1"') < 2 and time.monotonic() < deadline:
+    while count("Started worker-1") < 2 and time.monotonic() < deadline:
         assert container.running(), container.logs()[-3000:]
         time.sleep(0.5)
-    assert '"event":"worker_exited"' in container.logs()
-    assert container.logs().count('"event":"Started worker-1"') == 2, container.logs()[-3000:]
+    assert count("worker_exited") == 1, container.logs()[-3000:]
+    assert count("Started worker-1") == 2, container.logs()[-3000:]
     with cohere.ClientV2(api_key=keys["shop-b"], base_url=container.url, max_retries=0) as client:
         assert len(client.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS).results) == len(DOCS)
     assert httpx.get(f"{container.url}/ready", timeout=5).json()["workers"] == {"configured": 1, "alive": 1}
     assert container.running()
-    assert container.logs().count('"event":"vllm_started"') == 1
+    assert count("vllm_started") == 1
 
 
 def test_killing_vllm_inside_exits_70(containers: Pair) -> None:
