@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.hot_path import OUT, Procs, documents, gateway, processes, start_vllm  # noqa: E402
 from gateway.keys import generate  # noqa: E402
-from tests.procs import free_port  # noqa: E402
+from tests.procs import free_port, workers_of  # noqa: E402
 
 MiB = 1024 * 1024
 RSS_BOUND = 16 * MiB
@@ -176,12 +176,8 @@ def client(target: Target, seed: int, stop: threading.Event, tally: Tally) -> No
 
 
 def workers(master: int) -> dict[str, int]:
-    found = {"master": master}
-    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        if " worker-" in title:
-            found["worker-" + title.rsplit("worker-", 1)[1].strip("\0 ")] = int(pid)
-    return found
+    """The master and each worker by name ("worker-N"), for the table."""
+    return {"master": master} | {f"worker-{n}": pid for n, pid in sorted(workers_of(master).items())}
 
 
 def sample(pids: dict[str, int]) -> dict[str, tuple[int, int]]:

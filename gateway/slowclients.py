@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable
 from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from gateway.errors import ApiError, ErrorKind
-from gateway.framing import answer
+from gateway.framing import Render, answer
 
-Render = Callable[[Exception], tuple[int, dict[str, str], bytes]]
 CLOSE = {"Connection": "close"}
 SWEEP_S = 0.5  # how often reads past their deadline are looked for (at most a quarter of the deadline)
 

@@ -157,3 +157,17 @@ def start_gateway(name: str, artifacts: Path, env: Mapping[str, str]) -> tuple[S
         service.stop()
         raise
     return service, url
+
+
+def workers_of(master: int) -> dict[int, int]:
+    """Worker number -> pid, from the master's children and their titles ("... worker-N")."""
+    found = {}
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    for pid in map(int, children):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            continue
+        if " worker-" in title:
+            found[int(title.rsplit("worker-", 1)[1].strip("\0 "))] = pid
+    return found

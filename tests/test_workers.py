@@ -22,24 +22,10 @@ import pytest
 
 from gateway.workers import FIRST_DELAY_S
 from tests.conftest import Gateway, Keys, Redis, Vllm, gateway_env
-from tests.procs import start_gateway
+from tests.procs import start_gateway, workers_of
 
 BODY = {"model": "qwen3-reranker-4b", "query": "usb cable", "documents": ["USB-C cable 2 m", "chef's knife"]}
 RESPAWN_BUDGET_S = 60.0  # a new worker imports the app (vLLM's tokenizer) on a busy 2-core machine
-
-
-def workers_of(master: int) -> dict[int, int]:
-    """Worker number -> pid, from the master's children and their titles ("... worker-N")."""
-    found = {}
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    for pid in map(int, children):
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except FileNotFoundError:
-            continue
-        if " worker-" in title:
-            found[int(title.rsplit("worker-", 1)[1].strip("\0 "))] = pid
-    return found
 
 
 def events(gateway: Gateway, name: str) -> list[dict[str, object]]:
