@@ -20,10 +20,8 @@ set -eu
 EX_CONFIG=64  # EX_USAGE: a wrong input; fix the configuration
 EX_CHILD=70   # EX_SOFTWARE: vLLM or the gateway failed or exited
 
-: "${RERANK_LOG_FORMAT:=json}"
-
 log() {  # log LEVEL EVENT [MESSAGE]: one line on stderr, JSON like the gateway's own lines
-  if [ "$RERANK_LOG_FORMAT" = console ]; then
+  if [ "${RERANK_LOG_FORMAT:-}" = console ]; then
     printf 'entrypoint %s: %s%s\n' "$1" "$2" "${3:+: $3}" >&2
     return 0
   fi
@@ -39,12 +37,19 @@ die() {  # die MESSAGE: an input is wrong; nothing has started yet
 
 is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 
+# --- defaults: declared once, in model_setup/defaults.py and the gateway's settings -----------------------
+
+: "${RERANK_PYTHON:=python3}"  # the one default that must come first: it reads the others
+"$RERANK_PYTHON" -S -c '' >/dev/null 2>&1 || die "RERANK_PYTHON=$RERANK_PYTHON does not run (uid $(id -u))"
+defaults=$("$RERANK_PYTHON" -m model_setup defaults 2>&1) ||
+  die "cannot read the defaults with $RERANK_PYTHON: $(printf '%s\n' "$defaults" | tail -n 1)"
+eval "$defaults"
+
 # --- supervision: defined first, so a signal during the checks already stops cleanly ------------------
 
 vllm_pid=""
 gateway_pid=""
 nap_pid=""
-: "${RERANK_DRAIN_TIMEOUT_S:=20}" "${RERANK_VLLM_STOP_TIMEOUT_S:=5}"
 
 now() { date +%s; }
 
@@ -125,17 +130,8 @@ except Exception:
 
 # --- inputs -------------------------------------------------------------------------------------------
 
-: "${RERANK_DEVICE:=cuda}"
-: "${RERANK_PORT:=8000}"
-: "${RERANK_HOST:=0.0.0.0}"
-: "${RERANK_VLLM_PORT:=8001}"
-: "${RERANK_VLLM_START_TIMEOUT_S:=900}"
-: "${RERANK_MODEL_VERIFY:=quick}"
-: "${RERANK_PYTHON:=python3}"
-# CUDA 13.0 user-space (what vLLM 0.32's wheels bring, via torch 2.13) needs an R580+ driver, or the
-# cuda-compat forward-compatibility libraries on a data-center GPU (docs/image.md).
-: "${RERANK_MIN_DRIVER_MAJOR:=580}"
-
+# RERANK_MIN_DRIVER_MAJOR: CUDA 13.0 user-space (what vLLM 0.32's wheels bring, via torch 2.13) needs an
+# R580+ driver, or the cuda-compat forward-compatibility libraries on a data-center GPU (docs/image.md).
 case $RERANK_DEVICE in
   cuda | cpu) ;;
   *) die "RERANK_DEVICE must be cuda or cpu, not '$RERANK_DEVICE'" ;;
@@ -153,8 +149,6 @@ case $RERANK_MODEL_VERIFY in
   full) verify_args="--full" ;;
   *) die "RERANK_MODEL_VERIFY must be quick or full, not '$RERANK_MODEL_VERIFY'" ;;
 esac
-"$RERANK_PYTHON" -S -c '' >/dev/null 2>&1 || die "RERANK_PYTHON=$RERANK_PYTHON does not run (uid $(id -u))"
-
 if [ -z "${RERANK_API_KEYS:-}" ] && [ -z "${RERANK_API_KEYS_FILE:-}" ]; then
   die "no API keys: mount a keys file and set RERANK_API_KEYS_FILE (or set RERANK_API_KEYS); make a key with: python -m gateway keygen <key-id>"
 fi

@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/hot_path.py stand-in [--seconds 8] [--rounds 2] [--baseline-rev 01e366b]
     .venv/bin/python benchmarks/hot_path.py vllm [--seconds 10] [--rounds 2] [--litellm] [--pin]
 
-``stand-in``: the gateway against the fast stand-in vLLM (tests/fake_vllm.py), so that only the gateway's
-own cost shows. Added latency at concurrency 1 (gateway minus the stand-in called directly with the same
-pairs) and throughput at 32 against the gateway as it was at ``--baseline-rev`` (a git worktree of that
+``stand-in``: the gateway against the fast stand-in vLLM (tests/support/fake_vllm.py), so that only the
+gateway's own cost shows. Added latency at concurrency 1 (gateway minus the stand-in called directly with the
+same pairs) and throughput at 32 against the gateway as it was at ``--baseline-rev`` (a git worktree of that
 commit, same venv, same stand-in).
 
 ``vllm``: the real vLLM (tiny model, float32, CPU) started here. Gateway (cache off) against vLLM called
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import litellm_peer, wrk  # noqa: E402
 from gateway.keys import generate  # noqa: E402
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION  # noqa: E402
-from tests.procs import free_port, wait_http  # noqa: E402
+from tests.support.procs import free_port, wait_http  # noqa: E402
 
 OUT = ROOT / "var" / "bench"
 MODEL = "qwen3-reranker-4b"
@@ -123,11 +123,10 @@ def gateway(
 
 
 def stand_in_vllm(procs: Procs) -> str:
-    """The fast stand-in vLLM (tests/fake_vllm.py) once it answers; its URL."""
+    """The fast stand-in vLLM (tests/support/fake_vllm.py) once it answers; its URL."""
     port = free_port()
-    procs.start(
-        [sys.executable, "-m", "tests.fake_vllm", str(port)], env=dict(os.environ), log=OUT / "stand-in.log"
-    )
+    command = [sys.executable, "-m", "tests.support.fake_vllm", str(port)]
+    procs.start(command, env=dict(os.environ), log=OUT / "stand-in.log")
     upstream = f"http://127.0.0.1:{port}"
     wait_http(f"{upstream}/health", timeout=10)
     return upstream

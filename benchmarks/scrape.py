@@ -29,7 +29,7 @@ from benchmarks import wrk  # noqa: E402
 from benchmarks.hot_path import OUT, check, gateway, processes, start_vllm, zipf_workload  # noqa: E402
 from gateway.keys import generate  # noqa: E402
 from gateway.observe.metrics import FLUSH_INTERVAL_S  # noqa: E402
-from tests.procs import free_port  # noqa: E402
+from tests.support.procs import free_port  # noqa: E402
 
 ROUTE = "/v2/rerank"
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import wrk  # noqa: E402
 from gateway.keys import generate  # noqa: E402
-from tests.procs import free_port, wait_http  # noqa: E402
+from tests.support.procs import free_port, wait_http  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +43,8 @@ def main() -> None:
     script = wrk.script(tmp / "rerank.lua", request, key=raw)
 
     upstream_port = free_port()
-    upstream = subprocess.Popen([sys.executable, "-m", "tests.fake_vllm", str(upstream_port)], cwd=ROOT)  # noqa: S603
+    stand_in = [sys.executable, "-m", "tests.support.fake_vllm", str(upstream_port)]
+    upstream = subprocess.Popen(stand_in, cwd=ROOT)  # noqa: S603
     env = {
         **os.environ,
         "RERANK_MODEL_DIR": ns.model_dir,

@@ -2,12 +2,12 @@
 
     flock /tmp/cpu-heavy.lock .venv/bin/python benchmarks/slowloris.py [--connections 500] [--seconds 40]
 
-Two gateways run at once on the stand-in vLLM (tests/fake_vllm.py): ``before`` is the source at
+Two gateways run at once on the stand-in vLLM (tests/support/fake_vllm.py): ``before`` is the source at
 ``--baseline-rev`` (exported with ``git archive``, run from the same venv), ``after`` is this tree with its
-default settings. For each kind of slow connection (tests/slowloris.py: headers that never end, a body that
-never comes, idle keep-alive, silent) both are attacked at the same moment with ``--connections`` each, while
-a normal request is sent to each every 0.5 s; the table says how many attacking connections were still open
-after 1, 6, 12, 17, 25 and 34 s and how the normal requests fared. JSON under var/bench/.
+default settings. For each kind of slow connection (tests/support/slowloris.py: headers that never end, a body
+that never comes, idle keep-alive, silent) both are attacked at the same moment with ``--connections`` each,
+while a normal request is sent to each every 0.5 s; the table says how many attacking connections were still
+open after 1, 6, 12, 17, 25 and 34 s and how the normal requests fared. JSON under var/bench/.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.hot_path import OUT, gateway, processes, stand_in_vllm  # noqa: E402
 from gateway.keys import generate  # noqa: E402
-from tests.slowloris import MODES, Outcome, attack  # noqa: E402
+from tests.support.slowloris import MODES, Outcome, attack  # noqa: E402
 
 CHECKPOINTS = (1, 6, 12, 17, 25, 34)  # just past the deadlines: 10 s and 15 s after, 30 s before
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.hot_path import OUT, Procs, documents, gateway, processes, start_vllm  # noqa: E402
 from gateway.keys import generate  # noqa: E402
-from tests.procs import free_port, workers_of  # noqa: E402
+from tests.support.procs import free_port, workers_of  # noqa: E402
 
 MiB = 1024 * 1024
 RSS_BOUND = 16 * MiB

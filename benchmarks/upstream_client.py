@@ -2,12 +2,11 @@
 
     .venv/bin/python benchmarks/upstream_client.py [--calls 3000] [--concurrency 32]
 
-Both clients post the same 5-document ``/score`` body to the fast stand-in vLLM (tests/fake_vllm.py, its own
-process) from one uvloop event loop, configured as the gateway would configure them (one pooled client,
-keep-alive, explicit limits). Reported per client: p50/p99 of one call at concurrency 1, and calls/s at
-``--concurrency``; then each client's figures as ratios of httpx's. Runs are interleaved (A B C A B C) so that
-drift on a shared machine hits all of them. Results: docs/benchmarks.md.
-"""
+Both clients post the same 5-document ``/score`` body to the fast stand-in vLLM (tests/support/fake_vllm.py,
+its own process) from one uvloop event loop, configured as the gateway would configure them (one pooled
+client, keep-alive, explicit limits). Reported per client: p50/p99 of one call at concurrency 1, and calls/s
+at ``--concurrency``; then each client's figures as ratios of httpx's. Runs are interleaved (A B C A B C) so
+that drift on a shared machine hits all of them. Results: docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gateway.http1 import Http1Pool  # noqa: E402
-from tests.procs import free_port, wait_http  # noqa: E402
+from tests.support.procs import free_port, wait_http  # noqa: E402
 
 BODY = msgspec.json.encode(
     {"model": "m", "queries": "running shoes", "documents": ["a", "b", "c", "d", "e"], "instruction": "i"}
@@ -123,7 +122,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     ns = parser.parse_args()
     port = free_port()
-    stand_in = subprocess.Popen([sys.executable, "-m", "tests.fake_vllm", str(port)], cwd=ROOT)  # noqa: S603
+    stand_in = subprocess.Popen([sys.executable, "-m", "tests.support.fake_vllm", str(port)], cwd=ROOT)  # noqa: S603
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health", timeout=10)

@@ -1,4 +1,5 @@
-"""``python -m gateway`` (console script ``rerank-gateway``): serve, check the configuration, make a key;
+"""``python -m gateway`` (console script ``rerank-gateway``): serve, check the configuration, make a key, list
+the settings;
 ``python -m gateway eval ...`` runs the evaluation command (``rerank-eval``, gateway/eval)."""
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def _granian(settings: Settings, state_file: Path) -> None:
     from granian.log import LogLevels  # noqa: PLC0415
 
     from gateway.framing import HEAD_BUFFER_BYTES  # noqa: PLC0415
-    from gateway.requestlog import server_log_config  # noqa: PLC0415
+    from gateway.logconfig import server_log_config  # noqa: PLC0415
     from gateway.workers import Supervisor  # noqa: PLC0415  # only the serve command needs the server
 
     Supervisor(
@@ -130,6 +131,27 @@ def _keygen(key_id: str) -> int:
     return 0
 
 
+def settings_tables() -> tuple[str, str]:
+    """The README's two configuration tables, from the code: the gateway's settings, then the variables of
+    vLLM and the entrypoint (model_setup/defaults.py)."""
+    from gateway.settings import documented  # noqa: PLC0415
+    from model_setup.defaults import VARIABLES  # noqa: PLC0415
+
+    def table(rows: list[tuple[str, str, str]]) -> str:
+        lines = ["| variable | default | meaning |", "|---|---|---|"]
+        lines += [f"| `{name}` | {default} | {meaning} |" for name, default, meaning in rows]
+        return "\n".join(lines) + "\n"
+
+    container = [(v.name, v.shown or _code(v.default), v.meaning) for v in VARIABLES]
+    return table([(name, _code(default), meaning) for name, default, meaning in documented()]), table(
+        container
+    )
+
+
+def _code(value: str) -> str:
+    return f"`{value}`" if value and not value.startswith(("(", "`")) else value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["eval"]:  # its own parser, and a client: none of the server is imported for it
@@ -142,10 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="validate the RERANK_* configuration and keys, then exit (0 or 2)")
     keygen = sub.add_parser("keygen", help="make a new API key and print its keys-file line")
     keygen.add_argument("key_id", help="non-secret id that logs and limits use, e.g. shop-42")
+    sub.add_parser("settings", help="print every RERANK_* variable with its default and meaning (Markdown)")
     sub.add_parser("eval", help="measure relevance on labelled searches (rerank-eval --help)", add_help=False)
     ns = parser.parse_args(args)
     if ns.command == "keygen":
         return _keygen(ns.key_id)
+    if ns.command == "settings":
+        print("\n".join(settings_tables()), end="")
+        return 0
     if ns.command == "check":
         return 0 if _configuration() is not None else 2
     return _serve()

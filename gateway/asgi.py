@@ -1,11 +1,12 @@
-"""ASGI entry for server worker processes: the only place settings are read from the environment."""
+"""ASGI entry for the server's worker processes: each builds its settings from the environment, which
+`python -m gateway serve` validated once before starting them (gateway/__main__.py)."""
 
 from __future__ import annotations
 
 from litestar import Litestar
 
 from gateway.app import create_app
-from gateway.requestlog import configure_logging
+from gateway.logconfig import configure_logging
 from gateway.settings import Settings
 
 

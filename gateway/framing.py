@@ -16,14 +16,11 @@ Everything inside that bound reaches this layer, which answers in the Cohere err
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPRequestEvent, Receive, ReceiveMessage, Scope, Send
+from litestar.types import HTTPRequestEvent, HTTPScope, Receive, ReceiveMessage, Send
 
-from gateway.errors import ApiError, ErrorKind, invalid
-
-Render = Callable[[Exception], tuple[int, dict[str, str], bytes]]
+from gateway.errors import ApiError, ErrorKind, invalid, send_error
+from gateway.layers import HttpApp
 
 HEAD_BUFFER_BYTES = 64 * 1024  # granian's read buffer: beyond it, granian's own empty-bodied 431
 MAX_HEAD_BYTES = 16 * 1024  # header lines, summed as name + value + 4 (": " and CRLF)
@@ -33,26 +30,22 @@ GZIP = b"gzip"
 
 
 class Framing:
-    def __init__(self, app: ASGIApp, *, max_body: int, render: Render) -> None:
+    def __init__(self, app: HttpApp, *, max_body: int) -> None:
         self._app = app
         self._max_body = max_body
-        self._render = render
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self._app(scope, receive, send)
-            return
+    async def __call__(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         try:
             coding = self._check(scope)
         except ApiError as error:
-            await answer(send, self._render(error))
+            await send_error(send, error)
             return
         if coding == GZIP:
             receive = _gunzip(receive, self._max_body)
         await self._app(scope, receive, send)
 
     @staticmethod
-    def _check(scope: Scope) -> bytes:
+    def _check(scope: HTTPScope) -> bytes:
         """The body's content coding, once the request's framing is acceptable; raises the error otherwise."""
         hosts: list[bytes] = []
         head = 0
@@ -108,12 +101,3 @@ def _gunzip(receive: Receive, max_body: int) -> Receive:
         return {"type": "http.request", "body": body, "more_body": request.get("more_body", False)}
 
     return decoded
-
-
-async def answer(send: Send, rendered: tuple[int, dict[str, str], bytes]) -> None:
-    """An error answer from the error table, sent straight over ASGI."""
-    status, headers, body = rendered
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -27,7 +27,7 @@ import redis.exceptions
 import structlog
 
 from gateway.errors import ApiError, ErrorKind, invalid
-from gateway.requestlog import current_record
+from gateway.record import current_record
 
 WINDOW_US = 60_000_000
 MAX_PER_MINUTE = 1_000_000  # keeps every GCRA interval at 60 us or more: exact integer arithmetic

@@ -17,7 +17,7 @@ from gateway.fusion import FusionPlan, order_of
 from gateway.keys import ApiKey
 from gateway.limits import KeyLimits, Limiter
 from gateway.neutralise import Neutraliser
-from gateway.requestlog import current_record
+from gateway.record import current_record
 from gateway.settings import Settings
 from gateway.shedding import Shedder
 from gateway.tokens import PromptBudget
@@ -28,15 +28,6 @@ DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere's billing unit: one query against up t
 # keeps both well inside the interpreter's recursion limit, whatever the stack already holds.
 MAX_DOCUMENT_DEPTH = 32
 KEYS_REMEMBERED = 10_000  # resolved limits kept per key object
-# Failures that are the model server's, not the caller's: the request's charge is given back.
-UPSTREAM_FAILURES = frozenset(
-    {
-        ErrorKind.UPSTREAM_ERROR,
-        ErrorKind.UPSTREAM_UNAVAILABLE,
-        ErrorKind.UPSTREAM_TIMEOUT,
-        ErrorKind.OVERLOADED,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +257,7 @@ class Reranker:
                 use=key.cache and use_cache is not False,
             )
         except ApiError as exc:
-            if exc.kind in UPSTREAM_FAILURES:
+            if exc.kind.refunds:
                 await self._limiter.refund(admission)
             raise
         finally:

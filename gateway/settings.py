@@ -6,12 +6,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.config import JsonDict
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.limits import MAX_PER_MINUTE, KeyLimits
+from model_setup import defaults
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
 
 DOCUMENTS_CEILING = 10_000
+# A field's json_schema_extra for what the program sets itself: in no table for operators.
+INTERNAL: JsonDict = {"internal": True}
 
 
 class Settings(BaseSettings):
@@ -20,87 +25,178 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RERANK_", extra="ignore", frozen=True)
 
     # Serving
-    host: str = "0.0.0.0"  # noqa: S104  # the container's public port; vLLM stays on loopback
-    port: int = Field(default=8000, ge=1, le=65535)
-    workers: int = Field(default=1, ge=1, le=64)
+    host: str = Field(default=defaults.HOST, description="the API's listen address")
+    port: int = Field(default=defaults.PORT, ge=1, le=65535, description="the API's port")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="gateway worker processes; more than 1 needs the Redis rate-limit store",
+    )
     # Prometheus scrapes this port, never the API's: per-key usage is no other tenant's business.
-    metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 turns the metrics port off")
-    metrics_host: str = "0.0.0.0"  # noqa: S104  # Prometheus scrapes the pod IP
-    metrics_dir: Path | None = Field(default=None, description="set by `serve` for its workers, not by hand")
-    # Slow and idle clients (README "Slow clients"): what a connection may take before it is closed
+    metrics_host: str = Field(default="0.0.0.0", description="the metrics port's listen address")  # noqa: S104
+    metrics_port: int = Field(
+        default=9090, ge=0, le=65535, description="Prometheus metrics (see Operations); `0` turns them off"
+    )
+    metrics_dir: Path | None = Field(
+        default=None, description="set by `serve` for its workers, never by hand", json_schema_extra=INTERNAL
+    )
+    # Slow and idle clients (README "Slow clients"): what a connection may take before it is closed.
     # 10 s: above the 5 s for which httpx (the Cohere SDK's client) keeps an idle connection, so a client
     # does not reuse a connection the gateway is closing.
     header_read_timeout_s: float = Field(
-        default=10.0, ge=1, le=60, description="request line and headers, from connect or the last answer"
+        default=10.0,
+        ge=1,
+        le=60,
+        description="a connection's request line and headers must arrive within this, from connect or from "
+        "the last answer (so it also closes idle keep-alive and silent connections); 1 to 60",
     )
-    body_read_timeout_s: float = Field(default=15.0, gt=0, description="the whole body, from the headers")
+    body_read_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="the whole body must arrive within this of the headers; else 408 and the connection "
+        "closes",
+    )
     max_requests_per_worker: int = Field(
-        default=1024, ge=1, description="requests in progress per worker; one more is a 503 at once"
+        default=1024,
+        ge=1,
+        description="requests in progress in one worker; one more is a 503 with `Retry-After: 1` at once",
     )
 
     # The model behind us
-    upstream_url: str = "http://127.0.0.1:8001"
-    served_model_name: str = "qwen3-reranker-4b"
-    model_aliases: Annotated[tuple[str, ...], NoDecode] = ("rerank-v3.5", "rerank-multilingual-v3.0")
-    model_dir: Path = Field(description="snapshot directory; the gateway reads its tokenizer.json")
-    max_model_len: int = Field(default=8192, ge=256)
-    default_instruction: str = PRODUCT_SEARCH_INSTRUCTION
+    upstream_url: str = Field(
+        default=f"http://{defaults.VLLM_HOST}:{defaults.VLLM_PORT}",
+        description="vLLM (the entrypoint sets it)",
+    )
+    served_model_name: str = Field(
+        default=defaults.SERVED_MODEL_NAME, description="model name vLLM serves and clients may ask for"
+    )
+    model_aliases: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("rerank-v3.5", "rerank-multilingual-v3.0"),
+        description="other names accepted in `model`, comma-separated",
+    )
+    model_dir: Path = Field(
+        description="model snapshot; the gateway reads its `tokenizer.json`, vLLM the rest"
+    )
+    max_model_len: int = Field(
+        default=defaults.MAX_MODEL_LEN,
+        ge=256,
+        description="context per (query, document) prompt; passed to vLLM too",
+    )
+    default_instruction: str = Field(
+        default=PRODUCT_SEARCH_INSTRUCTION,
+        description="used when a request sends none",
+        json_schema_extra={"shown": "product-search instruction"},
+    )
+    dtype: str = Field(
+        default=defaults.DTYPE,
+        description="vLLM's `--dtype`; part of the score cache's key (a new dtype, new scores)",
+    )
 
     # API keys: lines of "<key-id> sha256:<hex>", from a mounted file and/or the environment
-    api_keys_file: Path | None = None
-    api_keys: SecretStr | None = None
+    api_keys_file: Path | None = Field(
+        default=None, description="keys file (mount a secret here); one `<key-id> sha256:<hex>` per line"
+    )
+    api_keys: SecretStr | None = Field(
+        default=None, description="the same lines, `;`- or newline-separated, when a file is impractical"
+    )
     api_keys_reload_s: float = Field(
-        default=2.0, ge=0, description="the keys file is re-read this soon after it changes; 0: never"
+        default=2.0, ge=0, description="the keys file is re-read this soon after it changes (`0`: never)"
     )
 
     # Per-key limits (keys-file options override these defaults; unset means unlimited)
-    default_rpm: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
-    default_units_per_minute: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
-    default_concurrency: int | None = Field(default=None, ge=1, le=MAX_PER_MINUTE)
-    rate_limit_store: Literal["memory", "redis"] = "memory"
-    redis_url: SecretStr | None = None
-    redis_failure_mode: Literal["open", "closed"] = "open"
-    redis_timeout_s: float = Field(default=0.25, gt=0)
+    default_rpm: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PER_MINUTE,
+        description="requests per minute where the key's line sets none",
+    )
+    default_units_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PER_MINUTE,
+        description="search units per minute where the key's line sets none",
+    )
+    default_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PER_MINUTE,
+        description="requests in progress where the key's line sets none",
+    )
+    rate_limit_store: Literal["memory", "redis"] = Field(
+        default="memory", description="`memory` (one process) or `redis` (replicas, workers)"
+    )
+    redis_url: SecretStr | None = Field(
+        default=None, description="`redis://[:password@]host:6379/0`; treated as a secret"
+    )
+    redis_failure_mode: Literal["open", "closed"] = Field(
+        default="open", description="`open`: serve unlimited while Redis is down; `closed`: 503"
+    )
+    redis_timeout_s: float = Field(
+        default=0.25, gt=0, description="per Redis call (limits and the shared cache); then the failure mode"
+    )
 
     # Request limits
-    max_documents: int = Field(default=1000, ge=1, le=DOCUMENTS_CEILING)
-    max_query_chars: int = Field(default=4000, ge=1)
-    max_query_tokens: int = Field(default=1024, ge=1)
-    max_instruction_chars: int = Field(default=2000, ge=1)
-    max_document_chars: int = Field(default=100_000, ge=1)
-    max_tokens_per_doc: int = Field(default=4096, ge=1, description="v2 default; v1 chunk size")
+    max_documents: int = Field(
+        default=1000, ge=1, le=DOCUMENTS_CEILING, description=f"per request; at most {DOCUMENTS_CEILING:,}"
+    )
+    max_query_chars: int = Field(default=4000, ge=1, description="query length, before tokenizing")
+    max_query_tokens: int = Field(default=1024, ge=1, description="query tokens; at most half of the context")
+    max_instruction_chars: int = Field(default=2000, ge=1, description="a request's own instruction")
+    max_document_chars: int = Field(default=100_000, ge=1, description="per document, before any tokenizing")
+    max_tokens_per_doc: int = Field(default=4096, ge=1, description="v2 default truncation and v1 chunk size")
     max_chunks_per_doc: int = Field(default=10, ge=1, le=100, description="v1 default and ceiling")
-    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    tokenizer_threads: int = Field(default=2, ge=1, le=64, description="requests tokenizing at once")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="request body (16 MiB)")
+    tokenizer_threads: int = Field(
+        default=2, ge=1, le=64, description="requests tokenizing at once per worker; more wait their turn"
+    )
 
     # Upstream behaviour
-    upstream_timeout_s: float = Field(default=60.0, gt=0)
-    upstream_connect_timeout_s: float = Field(default=2.0, gt=0)
-    upstream_max_connections: int = Field(default=64, ge=1)
+    upstream_timeout_s: float = Field(
+        default=60.0, gt=0, description="per vLLM call; beyond it the client gets 504"
+    )
+    upstream_connect_timeout_s: float = Field(default=2.0, gt=0, description="to connect to vLLM")
+    upstream_max_connections: int = Field(
+        default=64, ge=1, description="connections to vLLM per worker; a request waits up to 5 s for one"
+    )
+    ready_timeout_s: float = Field(default=2.0, gt=0, description="`/ready`'s wait for vLLM's `/health`")
+    drain_timeout_s: int = Field(
+        default=defaults.DRAIN_TIMEOUT_S, ge=1, description="on SIGTERM, in-flight requests get this long"
+    )
     # Load shedding (gateway/shedding.py): pairs in flight to vLLM, then a short priority queue, then 503
     max_pairs_in_flight: int = Field(
-        default=512, ge=0, description="query-document pairs at vLLM at once, all workers; 0: no bound"
+        default=512,
+        ge=0,
+        description="query-document pairs at vLLM at once, all workers together (each gets an equal share); "
+        '`0`: no bound (see "Load shedding")',
     )
     queue_max_requests: int = Field(
         default=128, ge=0, description="requests waiting for capacity, per worker"
     )
-    queue_timeout_s: float = Field(default=2.0, ge=0, description="longest wait for capacity before a 503")
-    ready_timeout_s: float = Field(default=2.0, gt=0)
-    drain_timeout_s: int = Field(default=20, ge=1, description="on SIGTERM, in-flight requests get this long")
+    queue_timeout_s: float = Field(
+        default=2.0, ge=0, description="how long one waits for capacity before a 503"
+    )
 
     # Pair-score cache (README "Score cache")
     score_cache_max_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=0, description="in-process tier; 0 turns it off"
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="in-process score cache per worker (64 MiB); `0` turns it off",
     )
-    score_cache_scope: Literal["key", "global"] = "key"
+    score_cache_scope: Literal["key", "global"] = Field(
+        default="key", description="`key`: pairs stay with the API key that scored them; `global`: shared"
+    )
     score_cache_redis_ttl_s: int = Field(
-        default=0, ge=0, description="shared tier in RERANK_REDIS_URL; 0 is off"
+        default=0,
+        ge=0,
+        description="seconds a score lives in the shared tier in `RERANK_REDIS_URL`; `0`: no shared tier",
     )
-    dtype: str = Field(default="auto", description="vLLM's --dtype (RERANK_DTYPE): part of the cache key")
 
     # Logs
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="logs")
+    log_format: Literal["json", "console"] = Field(
+        default=defaults.LOG_FORMAT, description="`json` (one object a line) or `console`"
+    )
 
     @field_validator("model_aliases", mode="before")
     @classmethod
@@ -147,3 +243,29 @@ class Settings(BaseSettings):
     @property
     def default_limits(self) -> KeyLimits:
         return KeyLimits(self.default_rpm, self.default_units_per_minute, self.default_concurrency)
+
+
+def documented() -> list[tuple[str, str, str]]:
+    """(variable, default in Markdown, meaning) of every setting an operator may set: the README's table
+    (``python -m gateway settings`` prints it; tests/test_settings.py checks the README against it)."""
+    rows = []
+    for name, info in Settings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("internal"):
+            continue
+        shown = extra.get("shown")
+        rows.append((f"RERANK_{name.upper()}", str(shown) if shown else _shown(info), info.description or ""))
+    return rows
+
+
+def _shown(info: FieldInfo) -> str:
+    if info.is_required():
+        return "(required)"
+    default = info.default
+    if default is None:
+        return ""
+    if isinstance(default, tuple):
+        return f"`{','.join(default)}`"
+    if isinstance(default, float):
+        return f"`{default:g}`"
+    return f"`{default}`"

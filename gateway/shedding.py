@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from gateway.errors import ApiError, ErrorKind
-from gateway.requestlog import current_record
+from gateway.record import current_record
 
 THROUGHPUT_WINDOW_S = 30.0  # vLLM calls finished this recently give the rate behind Retry-After
 RATE_REUSE_S = 1.0  # a burst of refusals computes that rate once, not once each

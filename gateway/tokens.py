@@ -58,7 +58,7 @@ class PromptBudget:
         Exact, not an estimate: the prompt splits cleanly on both sides of the document. ``<Document>:`` ends
         a pre-token whatever follows (the template puts a space next), and the tail starts with a special
         token, so a prompt's count is the count around the document plus the document's with its leading
-        space (tests/test_units.py checks it against whole prompts, tests/test_compat.py against vLLM).
+        space (tests/test_tokens.py checks it against whole prompts, tests/test_compat.py against vLLM).
         """
         around = self._around(instruction, query)
         encodings = self._tokenizer.encode_batch([f" {text}" for text in texts], add_special_tokens=False)

@@ -6,7 +6,7 @@ that reuses it (Python's http.client, raw sockets, many load tools) gets a broke
 So, when the answer starts before the body has been received:
 
 - the rest of the body is read and discarded first, while it fits the body limit (what a valid request
-  could have sent; the body deadline of gateway/slowclients.py bounds the time), and the connection stays
+  could have sent; the body deadline of gateway/bodydeadline.py bounds the time), and the connection stays
   open for the next request;
 - a body declared larger than the limit, or one that goes past it, or runs out of time, is not waited for:
   the answer says ``Connection: close`` and the server closes after it (RFC 9112, 9.6).
@@ -14,23 +14,20 @@ So, when the answer starts before the body has been received:
 
 from __future__ import annotations
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPRequestEvent, Message, Receive, ReceiveMessage, Scope, Send
+from litestar.types import HTTPRequestEvent, HTTPScope, Message, Receive, ReceiveMessage, Send
 
 from gateway.errors import ApiError
+from gateway.layers import HttpApp
 
 CLOSE = (b"connection", b"close")
 
 
 class UnreadBody:
-    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+    def __init__(self, app: HttpApp, *, max_body: int) -> None:
         self._app = app
         self._max_body = max_body
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self._app(scope, receive, send)
-            return
+    async def __call__(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
         declared = _declared_length(scope)
         if declared == 0:  # nothing to read: the common GET and the empty POST
             await self._app(scope, receive, send)
@@ -56,7 +53,7 @@ class UnreadBody:
             try:
                 while not complete and received <= self._max_body:
                     await tracked()
-            except ApiError:  # the body deadline passed (gateway/slowclients.py)
+            except ApiError:  # the body deadline passed (gateway/bodydeadline.py)
                 return False
             return complete and received <= self._max_body
 
@@ -68,7 +65,7 @@ class UnreadBody:
         await self._app(scope, tracked, answered)
 
 
-def _declared_length(scope: Scope) -> int | None:
+def _declared_length(scope: HTTPScope) -> int | None:
     """Content-Length when given, None for a chunked (or otherwise unsized) body."""
     for name, value in scope["headers"]:
         if name == b"content-length":

@@ -14,7 +14,7 @@ import msgspec
 
 from gateway.errors import ApiError, ErrorKind
 from gateway.http1 import ConnectFailed, ConnectTimeout, Disconnected, Http1Pool, PoolTimeout, ProtocolError
-from gateway.requestlog import RequestRecord, current_record
+from gateway.record import RequestRecord, current_record
 from gateway.settings import Settings
 
 POOL_WAIT_S = 5.0  # a request waits this long for a free connection before it is told to come back
@@ -97,38 +97,87 @@ class Upstream:
                 status, content = await self._pool.request(
                     "POST", "/score", body, JSON, _trace_headers(record)
                 )
-        except PoolTimeout:
-            error = _unavailable("the model server is at capacity; retry shortly", retry_after=1)
-            raise _failed(record, "pool_full", error) from None
-        except (TimeoutError, ConnectTimeout):
-            error = ApiError(ErrorKind.UPSTREAM_TIMEOUT, "the model server did not answer in time")
-            raise _failed(record, "timeout", error) from None
-        except (ConnectFailed, Disconnected, ProtocolError, OSError):
-            error = _unavailable("the model server is unavailable; retry shortly", retry_after=5)
-            raise _failed(record, "unavailable", error) from None
+        except TRANSPORT_ERRORS as exc:
+            raise _failed(record, _raised(exc)) from None
         finally:
             if record is not None:
                 record.upstream_ms += (time.perf_counter() - started) * 1000
         if status != 200:
-            error = _mapped_error(status, content)
-            raise _failed(record, _STATUS_FAILURE[error.kind], error)
+            raise _failed(record, _STATUS.get(status, _FAILED), status, _vllm_message(status, content))
         return _scores(record, content, len(documents))
 
     async def ready(self) -> bool:
         try:
             async with asyncio.timeout(self._ready_timeout):
                 status, _ = await self._pool.request("GET", "/health")
-        except (TimeoutError, ConnectFailed, Disconnected, ProtocolError, PoolTimeout, OSError):
+        except TRANSPORT_ERRORS:
             return False
         return status == 200
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How a failed call to vLLM is answered, and counted in rerank_upstream_failures_total{kind=label}."""
+
+    label: str
+    kind: ErrorKind
+    message: str  # may name vLLM's {status} and its own {message}
+    retry_after: int | None = None
+
+    def error(self, status: int = 0, message: str = "") -> ApiError:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
+        return ApiError(self.kind, self.message.format(status=status, message=message), headers=headers)
+
+
+_BUSY = Failure(
+    "pool_full", ErrorKind.UPSTREAM_UNAVAILABLE, "the model server is at capacity; retry shortly", 1
+)
+_LATE = Failure("timeout", ErrorKind.UPSTREAM_TIMEOUT, "the model server did not answer in time")
+_DOWN = Failure(
+    "unavailable", ErrorKind.UPSTREAM_UNAVAILABLE, "the model server is unavailable; retry shortly", 5
+)
+_NOT_READY = Failure(
+    "unavailable", ErrorKind.UPSTREAM_UNAVAILABLE, "the model server is not ready; retry shortly", 5
+)
+_REJECTED = Failure("rejected", ErrorKind.INVALID_REQUEST, "the model rejected the input: {message}")
+_FAILED = Failure("error", ErrorKind.UPSTREAM_ERROR, "the model server failed ({status})")
+_UNREADABLE = Failure("bad_answer", ErrorKind.UPSTREAM_ERROR, "the model server sent an unreadable answer")
+_INCOMPLETE = Failure(
+    "bad_answer", ErrorKind.UPSTREAM_ERROR, "the model server returned an incomplete answer"
+)
+
+# The transport's exceptions, most specific first: a ConnectTimeout is a ConnectFailed, a TimeoutError (the
+# call's deadline) an OSError.
+_RAISED: tuple[tuple[type[Exception], Failure], ...] = (
+    (PoolTimeout, _BUSY),
+    (TimeoutError, _LATE),
+    (ConnectTimeout, _LATE),
+    (ConnectFailed, _DOWN),
+    (Disconnected, _DOWN),
+    (ProtocolError, _DOWN),
+    (OSError, _DOWN),
+)
+TRANSPORT_ERRORS = tuple(raised for raised, _ in _RAISED)
+# vLLM's error statuses: its 4xx are about the input, any other is its fault.
+_STATUS: dict[int, Failure] = {400: _REJECTED, 422: _REJECTED, 503: _NOT_READY}
+FAILURE_LABELS = tuple(dict.fromkeys(f.label for f in (_BUSY, _LATE, _DOWN, _REJECTED, _FAILED, _UNREADABLE)))
+
+
+def _raised(exc: BaseException) -> Failure:
+    return next(failure for raised, failure in _RAISED if isinstance(exc, raised))
+
+
+def _failed(record: RequestRecord | None, failure: Failure, status: int = 0, message: str = "") -> ApiError:
+    if record is not None:
+        record.upstream_error = failure.label
+    return failure.error(status, message)
 
 
 def _scores(record: RequestRecord | None, content: bytes, expected: int) -> Scores:
     try:
         answer = _score_decoder.decode(content)
     except msgspec.DecodeError:
-        error = ApiError(ErrorKind.UPSTREAM_ERROR, "the model server sent an unreadable answer")
-        raise _failed(record, "bad_answer", error) from None
+        raise _failed(record, _UNREADABLE) from None
     items = answer.data
     scores: list[float | None] = [None] * expected
     for item in items:
@@ -136,23 +185,8 @@ def _scores(record: RequestRecord | None, content: bytes, expected: int) -> Scor
             scores[item.index] = item.score
     complete = [score for score in scores if score is not None]
     if len(items) != expected or len(complete) != expected:
-        error = ApiError(ErrorKind.UPSTREAM_ERROR, "the model server returned an incomplete answer")
-        raise _failed(record, "bad_answer", error)
+        raise _failed(record, _INCOMPLETE)
     return Scores(complete, answer.usage.prompt_tokens)
-
-
-# What an error status from vLLM counts as in rerank_upstream_failures_total.
-_STATUS_FAILURE = {
-    ErrorKind.INVALID_REQUEST: "rejected",
-    ErrorKind.UPSTREAM_UNAVAILABLE: "unavailable",
-    ErrorKind.UPSTREAM_ERROR: "error",
-}
-
-
-def _failed(record: RequestRecord | None, kind: str, error: ApiError) -> ApiError:
-    if record is not None:
-        record.upstream_error = kind
-    return error
 
 
 def _trace_headers(record: RequestRecord | None) -> list[tuple[str, str]]:
@@ -165,18 +199,9 @@ def _trace_headers(record: RequestRecord | None) -> list[tuple[str, str]]:
     return headers
 
 
-def _unavailable(message: str, *, retry_after: int) -> ApiError:
-    return ApiError(ErrorKind.UPSTREAM_UNAVAILABLE, message, headers={"Retry-After": str(retry_after)})
-
-
-def _mapped_error(status: int, content: bytes) -> ApiError:
-    """vLLM's ``{"error": {"message": ...}}`` becomes ours. Its 4xx are about the input; 5xx are its fault."""
+def _vllm_message(status: int, content: bytes) -> str:
+    """vLLM's ``{"error": {"message": ...}}``, or its status when the body is not that."""
     try:
-        message = _error_decoder.decode(content).error.message
+        return _error_decoder.decode(content).error.message
     except msgspec.DecodeError:
-        message = f"status {status}"
-    if status in (400, 422):
-        return ApiError(ErrorKind.INVALID_REQUEST, f"the model rejected the input: {message}")
-    if status == 503:
-        return _unavailable("the model server is not ready; retry shortly", retry_after=5)
-    return ApiError(ErrorKind.UPSTREAM_ERROR, f"the model server failed ({status})")
+        return f"status {status}"

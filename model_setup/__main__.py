@@ -1,4 +1,5 @@
-"""``python -m model_setup``: fetch, verify or publish a snapshot, write the tiny test model, start vLLM."""
+"""``python -m model_setup``: fetch, verify or publish a snapshot, write the tiny test model, start vLLM,
+print the container's defaults."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from model_setup import fetch, localhub
+from model_setup import defaults, fetch, localhub
 from model_setup.serving import VllmOptions, exec_vllm
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  # one return per command
     parser = argparse.ArgumentParser(prog="model_setup", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -33,7 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--model-dir", type=Path, default=None)
 
+    sub.add_parser("defaults", help="print the RERANK_* defaults as shell assignments (for entrypoint.sh)")
+
     ns = parser.parse_args(argv)
+    if ns.command == "defaults":
+        print(defaults.shell(), end="")
+        return 0
     if ns.command in ("fetch", "verify"):
         return fetch.run(ns)
     if ns.command == "tiny":

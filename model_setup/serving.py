@@ -11,10 +11,12 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
+
+from model_setup import defaults
 
 HF_OVERRIDES: Final[dict[str, object]] = {
     "architectures": ["Qwen3ForSequenceClassification"],
@@ -26,45 +28,57 @@ TEMPLATE_PATH: Final[Path] = Path(__file__).with_name("qwen3_reranker.jinja")
 Device = Literal["cuda", "cpu"]
 
 
-@dataclass(frozen=True)  # no slots: from_env reads the class-level defaults
+def _device(value: str) -> Device:
+    if value not in ("cuda", "cpu"):
+        raise ValueError(f"must be 'cuda' or 'cpu', not {value!r}")
+    return value  # type: ignore[return-value]  # narrowed by the check above
+
+
+# RERANK_* variable -> the field it sets and how its text is read.
+_FROM_ENV: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
+    "RERANK_SERVED_MODEL_NAME": ("served_model_name", str),
+    "RERANK_VLLM_HOST": ("host", str),
+    "RERANK_VLLM_PORT": ("port", int),
+    "RERANK_DEVICE": ("device", _device),
+    "RERANK_DTYPE": ("dtype", str),
+    "RERANK_MAX_MODEL_LEN": ("max_model_len", int),
+    "RERANK_GPU_MEMORY_UTILIZATION": ("gpu_memory_utilization", float),
+    "RERANK_VLLM_MAX_NUM_SEQS": ("max_num_seqs", int),
+    "RERANK_VLLM_EXTRA_ARGS": ("extra_args", lambda value: tuple(shlex.split(value))),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class VllmOptions:
-    """Arguments for one vLLM server. Defaults suit the 4B model on one GPU behind the gateway."""
+    """Arguments for one vLLM server. Defaults (model_setup/defaults.py) suit the 4B model on one GPU behind
+    the gateway."""
 
     model_dir: Path
-    served_model_name: str = "qwen3-reranker-4b"
-    host: str = "127.0.0.1"
-    port: int = 8001
-    device: Device = "cuda"
-    dtype: str = "auto"
-    max_model_len: int = 8192
-    gpu_memory_utilization: float = 0.90
+    served_model_name: str = defaults.SERVED_MODEL_NAME
+    host: str = defaults.VLLM_HOST
+    port: int = defaults.VLLM_PORT
+    device: Device = defaults.DEVICE
+    dtype: str = defaults.DTYPE
+    max_model_len: int = defaults.MAX_MODEL_LEN
+    gpu_memory_utilization: float = defaults.GPU_MEMORY_UTILIZATION
     max_num_seqs: int | None = None
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, model_dir: Path | None = None) -> VllmOptions:
-        """Build from ``RERANK_*`` variables (the entrypoint's and the chart's contract)."""
+        """Build from ``RERANK_*`` variables (the entrypoint's and the chart's contract); one unset or empty
+        keeps its field's default."""
         dir_value = model_dir or env.get("RERANK_MODEL_DIR")
         if not dir_value:
             raise ValueError("RERANK_MODEL_DIR is not set: point it at a verified model snapshot")
-        device = env.get("RERANK_DEVICE", "cuda")
-        if device not in ("cuda", "cpu"):
-            raise ValueError(f"RERANK_DEVICE must be 'cuda' or 'cpu', not {device!r}")
-        max_num_seqs = env.get("RERANK_VLLM_MAX_NUM_SEQS")
-        return cls(
-            model_dir=Path(dir_value),
-            served_model_name=env.get("RERANK_SERVED_MODEL_NAME", cls.served_model_name),
-            host=env.get("RERANK_VLLM_HOST", cls.host),
-            port=int(env.get("RERANK_VLLM_PORT", str(cls.port))),
-            device=device,  # type: ignore[arg-type]  # narrowed by the check above
-            dtype=env.get("RERANK_DTYPE", cls.dtype),
-            max_model_len=int(env.get("RERANK_MAX_MODEL_LEN", str(cls.max_model_len))),
-            gpu_memory_utilization=float(
-                env.get("RERANK_GPU_MEMORY_UTILIZATION", str(cls.gpu_memory_utilization))
-            ),
-            max_num_seqs=int(max_num_seqs) if max_num_seqs else None,
-            extra_args=tuple(shlex.split(env.get("RERANK_VLLM_EXTRA_ARGS", ""))),
-        )
+        given: dict[str, object] = {}
+        for variable, (name, parse) in _FROM_ENV.items():
+            if value := env.get(variable):
+                try:
+                    given[name] = parse(value)
+                except ValueError as exc:
+                    raise ValueError(f"{variable}: {exc}") from None
+        return cls(model_dir=Path(dir_value), **given)  # type: ignore[arg-type]  # parsed per field above
 
     def args(self) -> list[str]:
         """vLLM's OpenAI server arguments (without the program name)."""

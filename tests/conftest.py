@@ -1,58 +1,61 @@
-"""Session fixtures: one real vLLM (CPU, tiny Qwen3 model) and one real gateway for the whole run."""
+"""The suite's fixtures: one real vLLM (CPU, tiny Qwen3 model), one real gateway and one Redis for the whole
+run; the image, a browser and gateways of a test's own when asked for; and the guard that keeps the `unit`
+tier free of all of them. What they are made of is in tests/support/."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import cohere
+import httpx
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from gateway import keys as keylib
-from tests.containers import build_image
-from tests.procs import ROOT, Service, free_port, gateway_service, vllm_service, wait_http
-from tests.reference import CardReranker
+from tests.support import procs
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.containers import build_image
+from tests.support.procs import (
+    ROOT,
+    Service,
+    free_port,
+    vllm_service,
+)
+from tests.support.reference import CardReranker
+from tests.support.stack import (
+    SERVED_NAME,
+    TEST_MAX_MODEL_LEN,
+    Gateway,
+    GatewayStarter,
+    Keys,
+    Redis,
+    Vllm,
+    gateway_env,
+)
 
-SERVED_NAME = "qwen3-reranker-4b"
-TEST_MAX_MODEL_LEN = 2048
-TEST_MAX_TOKENS_PER_DOC = 128  # small, so chunking and truncation are exercised with modest texts
-VLLM_START_BUDGET_S = 420.0
-
-
-@dataclass
-class Keys:
-    raw: dict[str, str]  # key id -> raw key
-    file: Path
-
-    def __getitem__(self, key_id: str) -> str:
-        return self.raw[key_id]
-
-
-@dataclass
-class Vllm:
-    service: Service
-    url: str
-
-    def start(self) -> None:
-        self.service.start()
-        assert self.service.proc is not None
-        wait_http(f"{self.url}/health", timeout=VLLM_START_BUDGET_S, proc=self.service.proc)
+# Fixtures that start a server (vLLM, a gateway, Redis, the image or a container, a browser). A test marked
+# `unit` may not use any of them, directly or through another fixture.
+SERVER_FIXTURES = frozenset(
+    {"vllm", "gateway", "redis_server", "image", "browser", "start_gateway", "start_module_gateway"}
+)
 
 
-@dataclass
-class Gateway:
-    service: Service
-    url: str
-
-    @property
-    def metrics_url(self) -> str:
-        """The metrics port (tests/procs.py gives every gateway its own)."""
-        return f"http://127.0.0.1:{self.service.env['RERANK_METRICS_PORT']}"
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The `unit` tier's promise, checked before any fixture runs: a `unit` test that would start a server
+    fails at set-up and names the fixtures that would have."""
+    if item.get_closest_marker("unit") is None:
+        return
+    servers = sorted(SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    if servers:
+        pytest.fail(
+            f"{item.nodeid} is marked unit (needs no server) but uses {', '.join(servers)}: "
+            "drop the marker or the fixture",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -99,35 +102,30 @@ def vllm(model_dir: Path, artifacts: Path) -> Iterator[Vllm]:
     service.stop()
 
 
-def gateway_env(model_dir: Path, keys: Keys, upstream: str, **extra: str) -> dict[str, str]:
-    return {
-        "RERANK_MODEL_DIR": str(model_dir),
-        "RERANK_API_KEYS_FILE": str(keys.file),
-        "RERANK_UPSTREAM_URL": upstream,
-        "RERANK_SERVED_MODEL_NAME": SERVED_NAME,
-        "RERANK_MAX_MODEL_LEN": str(TEST_MAX_MODEL_LEN),
-        "RERANK_MAX_TOKENS_PER_DOC": str(TEST_MAX_TOKENS_PER_DOC),
-        # Off unless a test turns it on: the suites below assert what happens when vLLM is asked (an outage is
-        # a 503 even for a request scored before). tests/test_cache.py runs gateways with it on.
-        "RERANK_SCORE_CACHE_MAX_BYTES": "0",
-        **extra,
-    }
-
-
 @pytest.fixture(scope="session")
 def gateway(vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[Gateway]:
-    port = free_port()
-    service = gateway_service(port, artifacts / "gateway.log", gateway_env(model_dir, api_keys, vllm.url))
-    service.start()
-    assert service.proc is not None
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/health", timeout=30, proc=service.proc)
-    except Exception:
-        service.stop()
-        pytest.fail(f"gateway did not start:\n{service.log_text()[-4000:]}")
+        service, url = procs.start_gateway("", artifacts, gateway_env(model_dir, api_keys, vllm.url))
+    except (RuntimeError, TimeoutError) as exc:
+        pytest.fail(f"gateway did not start: {exc}\n{(artifacts / 'gateway.log').read_text()[-4000:]}")
     yield Gateway(service, url)
     service.stop()
+
+
+@pytest.fixture
+def start_gateway(model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[GatewayStarter]:
+    """Gateways of this test's own, each saying only what differs from `gateway_env`:
+    ``start_gateway("drain", vllm.url, RERANK_DRAIN_TIMEOUT_S="20")`` (tests/support/stack.py). Every one it
+    started is stopped after the test."""
+    with GatewayStarter(model_dir, api_keys, artifacts) as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def start_module_gateway(model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[GatewayStarter]:
+    """`start_gateway` for module-scoped fixtures: what it started is stopped after the module."""
+    with GatewayStarter(model_dir, api_keys, artifacts) as start:
+        yield start
 
 
 @pytest.fixture(scope="session")
@@ -142,26 +140,14 @@ def client(gateway: Gateway, api_keys: Keys) -> Iterator[cohere.Client]:
         yield client
 
 
-@dataclass
-class Redis:
-    service: Service
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.service.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            ping = subprocess.run(
-                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True, check=False
-            )
-            if ping.stdout.strip() == "PONG":
-                return
-            time.sleep(0.1)
-        raise TimeoutError("redis did not start")
+@pytest.fixture
+def http(gateway: Gateway, api_keys: Keys) -> Iterator[httpx.Client]:
+    """httpx on the session gateway with shop-a's key, for what the SDK does not send: other routes, raw
+    bodies, fields it does not know. A module needing more (a longer timeout, a default header) overrides
+    this fixture with one that takes it and adds that."""
+    headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
+    with httpx.Client(base_url=gateway.url, headers=headers, timeout=60) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
@@ -189,3 +175,17 @@ def image(artifacts: Path) -> str:
         pytest.fail(str(exc))
     (artifacts / "image-build-seconds").write_text(f"{seconds:.0f}\n")
     return reference
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium (scripts/system-deps.sh), one per module. Missing is a failure: the pages must be
+    tested."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium (scripts/system-deps.sh)"
+        )
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -18,9 +18,9 @@ import pytest
 from gateway import keys as keylib
 from gateway.cache import REDIS_PREFIX, SHARED_RETRY_S
 from model_setup.fetch import MANIFEST_NAME
-from tests.conftest import Keys, Redis, Vllm, gateway_env
-from tests.fake_vllm import FakeVllm, fake_vllm
-from tests.procs import Service, start_gateway
+from tests.support.fake_vllm import FakeVllm, fake_vllm
+from tests.support.procs import Service
+from tests.support.stack import Gateway, GatewayStarter, Keys, Redis, Vllm
 
 CACHE_ON = {"RERANK_SCORE_CACHE_MAX_BYTES": str(8 * 1024 * 1024)}
 PRODUCTS = [
@@ -73,15 +73,13 @@ class Running:
         raise AssertionError(f"no log line for {request_id}")
 
 
-def start(name: str, artifacts: Path, env: dict[str, str]) -> Running:
-    return Running(*start_gateway(name, artifacts, env))
+def running(gateway: Gateway) -> Running:
+    return Running(gateway.service, gateway.url)
 
 
 @pytest.fixture(scope="module")
-def cached(vllm: Vllm, model_dir: Path, cache_keys: Keys, artifacts: Path) -> Iterator[Running]:
-    gateway = start("cache", artifacts, gateway_env(model_dir, cache_keys, vllm.url, **CACHE_ON))
-    yield gateway
-    gateway.service.stop()
+def cached(vllm: Vllm, cache_keys: Keys, start_module_gateway: GatewayStarter) -> Running:
+    return running(start_module_gateway("cache", vllm.url, CACHE_ON, keys=cache_keys))
 
 
 def counts(line: dict[str, Any]) -> tuple[int, int, int]:
@@ -156,16 +154,14 @@ def test_cached_pairs_are_billed_like_any_other(cached: Running, cache_keys: Key
 
 
 def test_global_scope_shares_between_keys(
-    vllm: Vllm, model_dir: Path, cache_keys: Keys, artifacts: Path
+    vllm: Vllm, cache_keys: Keys, start_gateway: GatewayStarter
 ) -> None:
-    env = gateway_env(model_dir, cache_keys, vllm.url, RERANK_SCORE_CACHE_SCOPE="global", **CACHE_ON)
-    gateway = start("cache-global", artifacts, env)
-    try:
-        body = {"query": "trail shoes", "documents": PRODUCTS}
-        gateway.post(cache_keys["shop-a"], body)
-        assert counts(gateway.post(cache_keys["shop-b"], body)[1]) == (len(PRODUCTS), 0, 0)
-    finally:
-        gateway.service.stop()
+    gateway = running(
+        start_gateway("cache-global", vllm.url, CACHE_ON, keys=cache_keys, RERANK_SCORE_CACHE_SCOPE="global")
+    )
+    body = {"query": "trail shoes", "documents": PRODUCTS}
+    gateway.post(cache_keys["shop-a"], body)
+    assert counts(gateway.post(cache_keys["shop-b"], body)[1]) == (len(PRODUCTS), 0, 0)
 
 
 @pytest.fixture
@@ -177,17 +173,12 @@ def slow_stand_in() -> Iterator[FakeVllm]:
 
 
 def test_identical_concurrent_requests_reach_vllm_once(
-    slow_stand_in: FakeVllm, model_dir: Path, cache_keys: Keys, artifacts: Path
+    slow_stand_in: FakeVllm, cache_keys: Keys, start_gateway: GatewayStarter
 ) -> None:
-    gateway = start(
-        "cache-flight", artifacts, gateway_env(model_dir, cache_keys, slow_stand_in.url, **CACHE_ON)
-    )
-    try:
-        body = {"query": "running shoes", "documents": PRODUCTS[:5]}
-        with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
-            results = list(pool.map(lambda _: gateway.post(cache_keys["shop-a"], body), range(20)))
-    finally:
-        gateway.service.stop()
+    gateway = running(start_gateway("cache-flight", slow_stand_in.url, CACHE_ON, keys=cache_keys))
+    body = {"query": "running shoes", "documents": PRODUCTS[:5]}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda _: gateway.post(cache_keys["shop-a"], body), range(20)))
     assert slow_stand_in.score_calls == 1, "20 identical requests in flight together: one upstream call"
     assert {r.status_code for r, _ in results} == {200}
     assert len({json.dumps(r.json()["results"]) for r, _ in results}) == 1
@@ -229,55 +220,55 @@ def test_shared_tier_across_replicas_model_identity_and_redis_outage(
     redis_server: Redis,
     model_dir: Path,
     cache_keys: Keys,
-    artifacts: Path,
+    start_gateway: GatewayStarter,
     tmp_path: Path,
 ) -> None:
     subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True, capture_output=True)
     shared = {"RERANK_REDIS_URL": redis_server.url, "RERANK_SCORE_CACHE_REDIS_TTL_S": "300", **CACHE_ON}
-    env = gateway_env(model_dir, cache_keys, stand_in.url, **shared)
-    other_env = gateway_env(_other_model(model_dir, tmp_path), cache_keys, stand_in.url, **shared)
     key = cache_keys["shop-a"]
-    replicas = [start("shared-a", artifacts, env), start("shared-b", artifacts, env)]
-    other = start("shared-other-model", artifacts, other_env)
-    try:
-        a, b = replicas
-        body = {"query": "trail shoes", "documents": PRODUCTS}
-        scored, line = a.post(key, body)
-        assert counts(line) == (0, 0, 6)
-        deadline = time.monotonic() + 5
-        while _redis_keys(redis_server) < 6 and time.monotonic() < deadline:
-            time.sleep(0.05)  # written in the background, after the response
-        assert _redis_keys(redis_server) == 6
-        calls = stand_in.score_calls
-        from_redis, line = b.post(key, body)
-        assert counts(line) == (6, 0, 0), "the other replica reads the shared tier"
-        assert stand_in.score_calls == calls
-        assert from_redis.json()["meta"]["tokens"] == scored.json()["meta"]["tokens"], (
-            "pairs keep their counts"
+    a = running(start_gateway("shared-a", stand_in.url, shared, keys=cache_keys))
+    b = running(start_gateway("shared-b", stand_in.url, shared, keys=cache_keys))
+    other = running(
+        start_gateway(
+            "shared-other-model",
+            stand_in.url,
+            shared,
+            keys=cache_keys,
+            model_dir=_other_model(model_dir, tmp_path),
         )
-        assert counts(other.post(key, body)[1]) == (0, 0, 6), "another model identity never reads these pairs"
+    )
+    body = {"query": "trail shoes", "documents": PRODUCTS}
+    scored, line = a.post(key, body)
+    assert counts(line) == (0, 0, 6)
+    deadline = time.monotonic() + 5
+    while _redis_keys(redis_server) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)  # written in the background, after the response
+    assert _redis_keys(redis_server) == 6
+    calls = stand_in.score_calls
+    from_redis, line = b.post(key, body)
+    assert counts(line) == (6, 0, 0), "the other replica reads the shared tier"
+    assert stand_in.score_calls == calls
+    assert from_redis.json()["meta"]["tokens"] == scored.json()["meta"]["tokens"], "pairs keep their counts"
+    assert counts(other.post(key, body)[1]) == (0, 0, 6), "another model identity never reads these pairs"
 
-        redis_server.service.stop()
-        try:
-            started = time.monotonic()
-            response, line = a.post(key, {"query": "road shoes", "documents": PRODUCTS})
-            assert response.status_code == 200, "a Redis outage bypasses the tier"
-            assert counts(line) == (0, 0, 6)
-            assert time.monotonic() - started < 2
-            response, line = b.post(key, {"query": "road shoes 2", "documents": PRODUCTS})
-            assert response.status_code == 200
-            assert "score_cache_shared_tier_unavailable" in a.service.log_text()
-        finally:
-            redis_server.start()
-        time.sleep(SHARED_RETRY_S + 0.5)  # the tier is skipped this long after a failure, then tried again
-        body = {"query": "recovered shoes", "documents": PRODUCTS}
-        assert counts(a.post(key, body)[1]) == (0, 0, 6)
-        deadline = time.monotonic() + 5
-        while _redis_keys(redis_server) < 6 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _redis_keys(redis_server) == 6, "writes reach Redis again (it restarted empty)"
-        assert counts(b.post(key, body)[1]) == (6, 0, 0), "and reads come from it"
-        assert "score_cache_shared_tier_recovered" in a.service.log_text()
+    redis_server.service.stop()
+    try:
+        started = time.monotonic()
+        response, line = a.post(key, {"query": "road shoes", "documents": PRODUCTS})
+        assert response.status_code == 200, "a Redis outage bypasses the tier"
+        assert counts(line) == (0, 0, 6)
+        assert time.monotonic() - started < 2
+        response, line = b.post(key, {"query": "road shoes 2", "documents": PRODUCTS})
+        assert response.status_code == 200
+        assert "score_cache_shared_tier_unavailable" in a.service.log_text()
     finally:
-        for gateway in [*replicas, other]:
-            gateway.service.stop()
+        redis_server.start()
+    time.sleep(SHARED_RETRY_S + 0.5)  # the tier is skipped this long after a failure, then tried again
+    body = {"query": "recovered shoes", "documents": PRODUCTS}
+    assert counts(a.post(key, body)[1]) == (0, 0, 6)
+    deadline = time.monotonic() + 5
+    while _redis_keys(redis_server) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _redis_keys(redis_server) == 6, "writes reach Redis again (it restarted empty)"
+    assert counts(b.post(key, body)[1]) == (6, 0, 0), "and reads come from it"
+    assert "score_cache_shared_tier_recovered" in a.service.log_text()

@@ -12,7 +12,7 @@ from gateway.cache import ENTRY_BYTES, PAIR, ScoreCache, _Lru
 from gateway.upstream import Scores
 
 IDENTITY = b"model-a"
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.unit]
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.client_tools import client_env, frameworks_python, node, node_project, run
-from tests.conftest import Gateway, Keys
-from tests.procs import ROOT
+from tests.support.client_tools import client_env, frameworks_python, node, node_project, run
+from tests.support.procs import ROOT
+from tests.support.stack import Gateway, Keys
 
 QUERY = "noise cancelling headphones for travel"
 PRODUCTS = [

@@ -11,8 +11,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
-from tests.conftest import SERVED_NAME, Gateway, Keys
-from tests.reference import CardReranker
+from tests.support.reference import CardReranker
+from tests.support.stack import SERVED_NAME, Gateway, Keys
 
 QUERY = "wireless noise cancelling headphones"
 DOCS = [

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,10 @@ import httpx
 import pytest
 from tokenizers import Tokenizer
 
-from gateway.app import _ranked
 from gateway.rerank import Ranking
+from gateway.routes import _ranked
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
-from tests.conftest import SERVED_NAME, Gateway, Keys, Vllm
+from tests.support.stack import SERVED_NAME, Gateway, Keys, Vllm
 
 QUERY = "wireless noise cancelling headphones"
 PRODUCTS = [
@@ -34,10 +33,10 @@ ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank")
 
 
 @pytest.fixture
-def http(gateway: Gateway, api_keys: Keys) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
-    with httpx.Client(base_url=gateway.url, headers=headers, timeout=120) as client:
-        yield client
+def http(http: httpx.Client) -> httpx.Client:
+    """conftest's client with the 120 s timeout this module has always given its requests (not 60 s)."""
+    http.timeout = httpx.Timeout(120)
+    return http
 
 
 def vllm_prompt_tokens(vllm: Vllm, texts: list[str]) -> int:
@@ -234,6 +233,7 @@ def test_scores_are_json_floats_on_the_wire(http: httpx.Client) -> None:
         assert all(b"." in value or b"e" in value for value in raw), raw
 
 
+@pytest.mark.unit
 def test_even_exact_zero_and_one_are_written_as_floats() -> None:
     """The encoder's side of the same promise, for the scores a real model rarely gives: 1, 0, and an int
     should any source ever hand one over."""

@@ -20,8 +20,10 @@ from packaging.specifiers import SpecifierSet
 
 from gateway.settings import Settings
 from model_setup import fetch
-from tests.containerfile import CONTAINERFILE, Containerfile, Stage, env_of, parse
-from tests.procs import ROOT
+from tests.support.containerfile import CONTAINERFILE, Containerfile, Stage, env_of, parse
+from tests.support.procs import ROOT
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")

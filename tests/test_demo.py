@@ -19,22 +19,13 @@ from pathlib import Path
 
 import cohere
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect
 
 from gateway import keys as keylib
-from tests.conftest import Gateway, Keys, gateway_env
-from tests.fake_vllm import fake_vllm
-from tests.procs import Service, free_port, start_gateway, wait_http
+from tests.support.fake_vllm import fake_vllm
+from tests.support.procs import Service, free_port, wait_http
+from tests.support.stack import Gateway, GatewayStarter, Keys
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 PAGE_START_BUDGET_S = 90.0  # importing gradio on a busy 2-core machine
 RESULT_TIMEOUT_MS = 60_000
 
@@ -84,26 +75,9 @@ class Traffic:
         return any(str(secret) in text for text in self.texts)
 
 
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    """Debian's chromium (scripts/system-deps.sh). Missing is a failure: the page must be tested."""
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"{CHROMIUM} is missing: scripts/test.sh installs Debian's chromium (scripts/system-deps.sh)"
-        )
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
-
-
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
+    """A fresh context on conftest's browser for each test."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
     page = context.new_page()
     yield page
@@ -293,10 +267,7 @@ def test_gateway_down_reads_as_a_sentence(
 
 
 def test_loading_model_and_rate_limit_read_as_sentences(
-    page: Page,
-    model_dir: Path,
-    tmp_path: Path,
-    artifacts: Path,
+    page: Page, tmp_path: Path, artifacts: Path, start_gateway: GatewayStarter
 ) -> None:
     """A gateway whose model server is unavailable answers 503 with Retry-After: the page says the model is
     not ready and when to retry. Its key allows one request a minute, and a 503 costs nothing (the gateway
@@ -306,8 +277,7 @@ def test_loading_model_and_rate_limit_read_as_sentences(
     keys_file = tmp_path / "keys"
     keys_file.write_text(f"{line} rpm=1\n")
     with fake_vllm() as model_server:
-        env = gateway_env(model_dir, Keys({"page-rpm-1": raw}, keys_file), model_server.url)
-        limited, url = start_gateway("limited", artifacts, env)
+        url = start_gateway("limited", model_server.url, keys=Keys({"page-rpm-1": raw}, keys_file)).url
         demo_page: DemoPage | None = None
         try:
             demo_page = start_page("limited", url, raw, tmp_path, artifacts)
@@ -327,7 +297,6 @@ def test_loading_model_and_rate_limit_read_as_sentences(
         finally:
             if demo_page is not None:
                 demo_page.service.stop()
-            limited.stop()
 
 
 def record_traffic(page: Page) -> Traffic:

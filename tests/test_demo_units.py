@@ -18,6 +18,8 @@ from gateway.demo.products import Format, Products, ProductsError, columns_of, p
 from gateway.demo.settings import DemoSettings, password_check
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
 
+pytestmark = pytest.mark.unit
+
 KEY = "rk_unit-test-key"
 
 

@@ -8,12 +8,10 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import httpx
 
-from tests.conftest import Keys, Vllm, gateway_env
-from tests.procs import start_gateway
+from tests.support.stack import GatewayStarter, Keys, Vllm
 
 CONCURRENCY = 32
 LOAD_BEFORE_S = 2.0
@@ -60,18 +58,13 @@ async def _load(url: str, key: str, pid: int) -> tuple[collections.Counter[int],
 
 
 def test_sigterm_under_load_drains_every_accepted_request(
-    vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path
+    vllm: Vllm, api_keys: Keys, start_gateway: GatewayStarter
 ) -> None:
-    log = artifacts / "gateway-drain.log"
-    log.unlink(missing_ok=True)
-    env = gateway_env(model_dir, api_keys, vllm.url, RERANK_DRAIN_TIMEOUT_S="20")
-    service, url = start_gateway("drain", artifacts, env)
-    assert service.proc is not None
-    try:
-        statuses, after, unanswered = asyncio.run(_load(url, api_keys["shop-a"], service.proc.pid))
-        exit_code = service.proc.wait(30)
-    finally:
-        service.stop()
+    gateway = start_gateway("drain", vllm.url, fresh_log=True, RERANK_DRAIN_TIMEOUT_S="20")
+    log, proc = gateway.service.log_path, gateway.service.proc
+    assert proc is not None
+    statuses, after, unanswered = asyncio.run(_load(gateway.url, api_keys["shop-a"], proc.pid))
+    exit_code = proc.wait(30)
 
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     served = [line for line in lines if line.get("event") == "request" and line["route"] == "/v1/rerank"]

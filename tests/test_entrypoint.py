@@ -20,11 +20,14 @@ from pathlib import Path
 import pytest
 
 from gateway import keys as keylib
-from tests.conftest import Keys
-from tests.entrypoint_run import ENTRYPOINT, EntrypointRun, wait_for_line
-from tests.procs import ROOT, free_port
+from tests.support.entrypoint_run import ENTRYPOINT, EntrypointRun, wait_for_line
+from tests.support.procs import ROOT, free_port
+from tests.support.stack import Keys
 
-STUBS = ROOT / "tests" / "entrypoint_stubs.py"
+# Not in the `unit` tier: the entrypoint supervises stand-in vLLM and gateway servers (the stubs), and its
+# budgets make these tests wait tens of seconds in all.
+
+STUBS = ROOT / "tests" / "support" / "entrypoint_stubs.py"
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104  # what the container's gateway binds; the stub binds loopback
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.eval.dataset import SMOKE, load
-from tests.conftest import Gateway, Keys
-from tests.procs import ROOT
+from tests.support.procs import ROOT
+from tests.support.stack import Gateway, Keys
 
 LIMIT, TOP_N = 10, 10
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -31,6 +31,8 @@ from gateway.eval.dataset import (
 )
 from gateway.eval.store import ResultStore, request_key
 
+pytestmark = pytest.mark.unit
+
 # --- metrics --------------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """The fast path answers exactly as Litestar does: the same request to `/v2/rerank` (fast path) and to
-`/v2/rerank/` (Litestar's router serves the trailing-slash form) gets the same status, headers and body."""
+`/v2/rerank/` (Litestar's router serves the trailing-slash form) gets the same status, headers and body. Its
+body reader takes a client's hang-up for what it is (a 499), shown on the app itself without a server."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Keys, gateway_env
-from tests.fake_vllm import FakeVllm, fake_vllm
-from tests.procs import start_gateway
+from gateway import keys
+from gateway.settings import Settings
+from tests.support.fake_vllm import FakeVllm, fake_vllm
+from tests.support.stack import GatewayStarter, Keys
 
 MAX_BODY = 4096
 COMPARED_HEADERS = ("content-type", "retry-after", "allow", "ratelimit", "ratelimit-policy")
@@ -26,11 +28,8 @@ def stand_in() -> Iterator[FakeVllm]:
 
 
 @pytest.fixture(scope="module")
-def url(stand_in: FakeVllm, model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[str]:
-    env = gateway_env(model_dir, api_keys, stand_in.url, RERANK_MAX_BODY_BYTES=str(MAX_BODY))
-    service, base = start_gateway("fastpath", artifacts, env)
-    yield base
-    service.stop()
+def url(stand_in: FakeVllm, start_module_gateway: GatewayStarter) -> str:
+    return start_module_gateway("fastpath", stand_in.url, RERANK_MAX_BODY_BYTES=str(MAX_BODY)).url
 
 
 def _answer(response: httpx.Response) -> tuple[int, dict[str, str], Any]:
@@ -148,3 +147,36 @@ def test_other_methods_still_get_litestars_405(url: str) -> None:
     assert response.status_code == 405
     assert "POST" in response.headers["allow"]
     assert set(response.json()) == {"id", "message"}
+
+
+@pytest.mark.unit
+def test_a_client_hanging_up_mid_upload_is_a_499_not_a_500(model_dir: Path) -> None:
+    """Litestar reports the disconnect as a server error; we log it as the client's doing."""
+    import asyncio  # noqa: PLC0415
+
+    from gateway.app import create_app  # noqa: PLC0415
+
+    raw, line = keys.generate("k")
+    app = create_app(Settings(model_dir=model_dir, api_keys=line, upstream_url="http://127.0.0.1:9"))  # type: ignore[arg-type]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/rerank", "raw_path": b"/v1/rerank", "query_string": b"", "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"), (b"authorization", f"Bearer {raw}".encode()),
+            (b"content-type", b"application/json"),
+        ],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "state": {},
+    }  # fmt: skip
+    events = iter(
+        [{"type": "http.request", "body": b'{"query": "q", ', "more_body": True}, {"type": "http.disconnect"}]
+    )
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> object:
+        return next(events)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 499

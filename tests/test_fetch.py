@@ -18,7 +18,7 @@ import pytest
 
 from model_setup import fetch as fetchlib
 from model_setup.serving import HF_OVERRIDES
-from tests.lfs_repo import (
+from tests.support.lfs_repo import (
     QWEN3_CONFIG,
     TOKENIZER,
     ModelRepo,
@@ -28,7 +28,10 @@ from tests.lfs_repo import (
     safetensors_bytes,
     standard_files,
 )
-from tests.procs import ROOT
+from tests.support.procs import ROOT
+
+# Not in the `unit` tier although it needs no server: dozens of real git and git-lfs runs take about 12 s of
+# CPU, and the tier is kept under a minute.
 
 FETCH_PY = ROOT / "model_setup" / "fetch.py"
 SERVED_FILES = {

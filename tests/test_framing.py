@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gateway.framing import HEAD_BUFFER_BYTES, MAX_HEAD_BYTES, MAX_TARGET_BYTES
-from tests.conftest import Gateway, Keys
+from tests.support.stack import Gateway, Keys
 
 QUERY = {"model": "qwen3-reranker-4b", "query": "usb cable", "documents": ["USB-C cable 2 m", "chef's knife"]}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ from cohere.core.api_error import ApiError as CohereApiError
 from cohere.core.request_options import RequestOptions
 
 from gateway import keys as keylib
-from tests.conftest import Gateway, Keys, Vllm, gateway_env
-from tests.procs import Service, start_gateway
+from tests.support.procs import Service
+from tests.support.stack import GatewayStarter, Keys, Vllm
 
 QUERY = "breathable summer running shoes"
 # The shop's signals run against the index order on purpose, so fusion has something to move.
@@ -88,13 +87,6 @@ def test_a_blend_is_the_documented_formula_and_top_n_cuts_its_order(client: cohe
     assert top.meta is not None
     assert full.meta is not None
     assert top.meta.billed_units == full.meta.billed_units, "fusion costs nothing extra"
-
-
-@pytest.fixture
-def http(gateway: Gateway, api_keys: Keys) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
-    with httpx.Client(base_url=gateway.url, headers=headers, timeout=60) as client:
-        yield client
 
 
 BAD_FUSION: list[tuple[str, str, dict[str, Any], str]] = [
@@ -176,7 +168,7 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def with_defaults(vllm: Vllm, model_dir: Path, artifacts: Path) -> Iterator[Running]:
+def with_defaults(vllm: Vllm, artifacts: Path, start_module_gateway: GatewayStarter) -> Running:
     """A gateway whose key `popular` ranks by ctr alone unless a request says otherwise, score cache on."""
     raw: dict[str, str] = {}
     lines = []
@@ -186,10 +178,10 @@ def with_defaults(vllm: Vllm, model_dir: Path, artifacts: Path) -> Iterator[Runn
     file = artifacts / "fusion-keys"
     file.write_text("\n".join(lines) + "\n")
     keys = Keys(raw, file)
-    env = gateway_env(model_dir, keys, vllm.url, RERANK_SCORE_CACHE_MAX_BYTES=str(1024 * 1024))
-    service, url = start_gateway("fusion", artifacts, env)
-    yield Running(service, url, keys)
-    service.stop()
+    gateway = start_module_gateway(
+        "fusion", vllm.url, keys=keys, RERANK_SCORE_CACHE_MAX_BYTES=str(1024 * 1024)
+    )
+    return Running(gateway.service, gateway.url, keys)
 
 
 def test_a_keys_default_fusion_applies_to_its_object_requests_only(with_defaults: Running) -> None:

@@ -16,6 +16,8 @@ from gateway.errors import ApiError, ErrorKind
 from gateway.fusion import FusionSpec, order_of, parse_key_options, plan_for
 from gateway.schemas import FusionRequest, V1RerankRequest
 
+pytestmark = pytest.mark.unit
+
 DIGEST = "sha256:" + "a" * 64
 
 

@@ -15,6 +15,8 @@ from gateway.settings import Settings
 from gateway.tokens import SAFETY_MARGIN, PromptBudget
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION, render
 
+pytestmark = pytest.mark.unit
+
 MAX_LEN = 2048
 
 

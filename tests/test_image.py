@@ -22,10 +22,10 @@ import httpx
 import pytest
 
 from gateway import keys as keylib
-from tests.conftest import Keys
-from tests.containerfile import CONTAINERFILE, env_of, parse
-from tests.containers import PODMAN_ENV, Container, podman, run_container
-from tests.procs import ROOT
+from tests.support.containerfile import CONTAINERFILE, env_of, parse
+from tests.support.containers import PODMAN_ENV, Container, podman, run_container
+from tests.support.procs import ROOT
+from tests.support.stack import Keys
 
 ARBITRARY_USER = "54321:54321"  # no passwd entry, no group 0: nothing in the image is owned by it
 QUERY = "wireless noise cancelling headphones"

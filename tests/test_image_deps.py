@@ -20,7 +20,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from tests.procs import ROOT
+from tests.support.procs import ROOT
+
+# Not in the `unit` tier: it needs PyPI, a server of its own.
 
 CONTAINERFILE = (ROOT / "Containerfile").read_text()
 # What the deps stage runs; if it changes, this check has to learn the new form first.

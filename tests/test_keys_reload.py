@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from gateway import keys as keylib
-from tests.conftest import Keys, gateway_env
-from tests.fake_vllm import FakeVllm, fake_vllm
-from tests.procs import Service, start_gateway
+from tests.support.fake_vllm import FakeVllm, fake_vllm
+from tests.support.procs import Service
+from tests.support.stack import GatewayStarter, Keys
 
 RELOAD_S = 0.5
 WITHIN_S = 5.0  # "within a few seconds": the reload interval plus generous slack for a busy machine
@@ -51,22 +51,20 @@ def upstream() -> Iterator[FakeVllm]:
 
 @pytest.fixture(scope="module")
 def rotation(
-    upstream: FakeVllm, model_dir: Path, artifacts: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[SecretVolume, dict[str, tuple[str, str]], Service, str]]:
+    upstream: FakeVllm, start_module_gateway: GatewayStarter, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[SecretVolume, dict[str, tuple[str, str]], Service, str]:
     """The volume, keys by id (raw key, keys-file line) and a gateway reading the volume's file."""
     volume = SecretVolume(tmp_path_factory.mktemp("secret-volume"))
     made = {key_id: keylib.generate(key_id) for key_id in ("shop-old", "shop-new", "shop-slow")}
     volume.write(f"{made['shop-old'][1]}\n{made['shop-slow'][1]}\n")
-    env = gateway_env(
-        model_dir,
-        Keys({}, volume.file),
+    gateway = start_module_gateway(
+        "keys-reload",
         upstream.url,
+        keys=Keys({}, volume.file),
         RERANK_API_KEYS_RELOAD_S=str(RELOAD_S),
         RERANK_UPSTREAM_TIMEOUT_S="30",
     )
-    service, url = start_gateway("keys-reload", artifacts, env)
-    yield volume, made, service, url
-    service.stop()
+    return volume, made, gateway.service, gateway.url
 
 
 def status(url: str, raw: str) -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.errors import ApiError, ErrorKind
 from gateway.limits import Admission, KeyLimits, Limiter, LimitStore, MemoryStore, RedisStore
-from tests.conftest import Redis
+from tests.support.stack import Redis
 
 
 @pytest.fixture
@@ -81,6 +81,7 @@ def test_slots_are_held_by_admission_tokens(store: LimitStore, loop: asyncio.Abs
     assert not loop.run_until_complete(store.admit("k", limits, 1, "five")).allowed
 
 
+@pytest.mark.unit
 def test_client_request_ids_cannot_share_a_slot(loop: asyncio.AbstractEventLoop) -> None:
     """The limiter mints its own token per admission: the same X-Request-ID twice still takes two slots."""
     limiter = Limiter(MemoryStore(), fail_open=True)
@@ -92,6 +93,7 @@ def test_client_request_ids_cannot_share_a_slot(loop: asyncio.AbstractEventLoop)
     assert raised.value.kind is ErrorKind.RATE_LIMITED
 
 
+@pytest.mark.unit
 def test_rpm_precheck_refuses_without_asking_the_store(loop: asyncio.AbstractEventLoop) -> None:
     limiter = Limiter(MemoryStore(), fail_open=True)
     limits = KeyLimits(rpm=1)

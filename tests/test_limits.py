@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from gateway import keys as keylib
-from tests.conftest import Keys, Redis, Vllm, gateway_env
-from tests.fake_vllm import FakeVllm, fake_vllm
-from tests.procs import Service, start_gateway
+from tests.support.fake_vllm import FakeVllm, fake_vllm
+from tests.support.procs import Service
+from tests.support.stack import GatewayStarter, Keys, Redis, Vllm, gateway_env
 
 KEY_LIMITS = {
     "hammer": "rpm=60",
@@ -45,21 +45,16 @@ def limit_keys(artifacts: Path) -> Keys:
 
 @pytest.fixture(scope="module")
 def replicas(
-    vllm: Vllm, redis_server: Redis, model_dir: Path, limit_keys: Keys, artifacts: Path
-) -> Iterator[dict[str, tuple[Service, str]]]:
+    vllm: Vllm, redis_server: Redis, limit_keys: Keys, start_module_gateway: GatewayStarter
+) -> dict[str, tuple[Service, str]]:
     """Two fail-open replicas and one fail-closed gateway, all on one Redis and the real vLLM."""
     subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True, capture_output=True)
-    common = gateway_env(
-        model_dir, limit_keys, vllm.url, RERANK_RATE_LIMIT_STORE="redis", RERANK_REDIS_URL=redis_server.url
-    )
+    redis = {"RERANK_RATE_LIMIT_STORE": "redis", "RERANK_REDIS_URL": redis_server.url}
     started: dict[str, tuple[Service, str]] = {}
-    try:
-        for name, mode in (("a", "open"), ("b", "open"), ("closed", "closed")):
-            started[name] = start_gateway(name, artifacts, {**common, "RERANK_REDIS_FAILURE_MODE": mode})
-        yield started
-    finally:
-        for service, _ in started.values():
-            service.stop()
+    for name, mode in (("a", "open"), ("b", "open"), ("closed", "closed")):
+        gateway = start_module_gateway(name, vllm.url, redis, keys=limit_keys, RERANK_REDIS_FAILURE_MODE=mode)
+        started[name] = gateway.service, gateway.url
+    return started
 
 
 def post(url: str, key: str, documents: list[str] | None = None, timeout: float = 60) -> httpx.Response:
@@ -221,34 +216,31 @@ def slow_upstream() -> Iterator[FakeVllm]:
 
 
 def test_concurrency_limit(
-    slow_upstream: FakeVllm, redis_server: Redis, model_dir: Path, limit_keys: Keys, artifacts: Path
+    slow_upstream: FakeVllm, redis_server: Redis, limit_keys: Keys, start_gateway: GatewayStarter
 ) -> None:
     """N+1 slow requests on a key limited to N in flight: one is refused at once, the others finish."""
-    env = gateway_env(
-        model_dir,
-        limit_keys,
+    url = start_gateway(
+        "concurrency",
         slow_upstream.url,
+        keys=limit_keys,
         RERANK_RATE_LIMIT_STORE="redis",
         RERANK_REDIS_URL=redis_server.url,
-    )
-    service, url = start_gateway("concurrency", artifacts, env)
-    try:
-        key = limit_keys["conc2"]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-            futures = [pool.submit(post, url, key, ["a"], 30) for _ in range(3)]
-            results = [future.result() for future in futures]
-        statuses = sorted(r.status_code for r in results)
-        assert statuses == [200, 200, 429]
-        refused = next(r for r in results if r.status_code == 429)
-        assert "may have 2 requests in flight" in refused.json()["message"]
-        assert refused.elapsed.total_seconds() < 1.5, "refused at once, not after waiting"
-        assert post(url, key, ["a"], 30).status_code == 200, "slots come back when requests finish"
-    finally:
-        service.stop()
+    ).url
+    key = limit_keys["conc2"]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        futures = [pool.submit(post, url, key, ["a"], 30) for _ in range(3)]
+        results = [future.result() for future in futures]
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200, 200, 429]
+    refused = next(r for r in results if r.status_code == 429)
+    assert "may have 2 requests in flight" in refused.json()["message"]
+    assert refused.elapsed.total_seconds() < 1.5, "refused at once, not after waiting"
+    assert post(url, key, ["a"], 30).status_code == 200, "slots come back when requests finish"
 
 
+@pytest.mark.unit
 def test_many_workers_with_the_in_process_store_refuse_to_start(model_dir: Path, limit_keys: Keys) -> None:
-    env = {**gateway_env(model_dir, limit_keys, "http://127.0.0.1:9"), "RERANK_WORKERS": "2"}
+    env = gateway_env(model_dir, limit_keys, "http://127.0.0.1:9", RERANK_WORKERS="2")
     done = subprocess.run(
         [sys.executable, "-m", "gateway"],
         env={**os.environ, **env},

@@ -14,7 +14,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from gateway.limits import MAX_PER_MINUTE, KeyLimits, Limiter, LimitStore, MemoryStore, RedisStore
-from tests.conftest import Redis
+from tests.support.stack import Redis
 
 # Limits high enough that every call is admitted: we measure the decision, not refusals.
 LIMITS = KeyLimits(rpm=MAX_PER_MINUTE, units_per_minute=MAX_PER_MINUTE, concurrency=10**6)
@@ -41,6 +41,7 @@ def admit_and_release(loop: asyncio.AbstractEventLoop, store: LimitStore) -> Cal
     return once
 
 
+@pytest.mark.unit
 def test_limiter_in_process(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop) -> None:
     benchmark.group = "limiter"
     benchmark(admit_and_release(loop, MemoryStore()))
@@ -57,6 +58,7 @@ def test_limiter_redis(
     loop.run_until_complete(store.aclose())
 
 
+@pytest.mark.unit
 def test_loop_baseline(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop) -> None:
     """The cost of driving one coroutine on the loop, to subtract mentally from the two above."""
     benchmark.group = "limiter"

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from typing import Any
 
 import httpx
 
-from tests.conftest import Gateway, Keys
+from tests.support.stack import Gateway, Keys, log_line
 
 SECRET_QUERY = "query-text-that-must-not-be-logged"
 SECRET_DOC = "document-text-that-must-not-be-logged"
 SECRET_INSTRUCTION = "instruction-text-that-must-not-be-logged"
-
-
-def log_line(gateway: Gateway, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for line in gateway.service.log_text().splitlines():
-            if request_id in line:
-                record: dict[str, Any] = json.loads(line)
-                if record.get("event") == "request":
-                    return record
-        time.sleep(0.1)
-    raise AssertionError(f"no log line for {request_id}")
 
 
 def test_canonical_line_fields_and_no_secrets(gateway: Gateway, api_keys: Keys) -> None:

@@ -5,7 +5,6 @@ requests at every depth against the running gateway (real vLLM behind it)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.rerank import MAX_DOCUMENT_DEPTH
-from tests.conftest import Gateway, Keys
 
 
 class Raw(str):
@@ -36,10 +34,10 @@ def nested(depth: int, inner: str = "1") -> Raw:
 
 
 @pytest.fixture
-def http(gateway: Gateway, api_keys: Keys) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {api_keys['shop-a']}", "content-type": "application/json"}
-    with httpx.Client(base_url=gateway.url, headers=headers, timeout=60) as client:
-        yield client
+def http(http: httpx.Client) -> httpx.Client:
+    """conftest's client, every body declared JSON (the bodies here are raw bytes, not json=)."""
+    http.headers["content-type"] = "application/json"
+    return http
 
 
 def assert_4xx(response: httpx.Response) -> None:

@@ -19,8 +19,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.observe.metrics import FLUSH_INTERVAL_S, HELP, LATENCY_BUCKETS
-from tests.conftest import Gateway, Keys, Redis, Vllm, gateway_env
-from tests.procs import Service, free_port, start_gateway, wait_http
+from tests.support.procs import Service, free_port, wait_http
+from tests.support.stack import Gateway, GatewayStarter, Keys, Redis, Vllm, gateway_env
 
 PROMETHEUS = "/usr/bin/prometheus"
 PROMTOOL = "/usr/bin/promtool"
@@ -155,36 +155,30 @@ def test_promtool_passes_the_gateway_families_and_objects_only_to_vllm_names(gat
     assert all(line.startswith("vllm:") for line in complaints), complaints
 
 
-def test_upstream_failures_are_counted_by_kind(model_dir: Path, api_keys: Keys, artifacts: Path) -> None:
+def test_upstream_failures_are_counted_by_kind(api_keys: Keys, start_gateway: GatewayStarter) -> None:
     """A gateway whose vLLM is not there: the 503 is counted as a request and as an upstream failure."""
     dead = f"http://127.0.0.1:{free_port()}"
-    service, url = start_gateway("metrics-dead-upstream", artifacts, gateway_env(model_dir, api_keys, dead))
-    try:
-        assert rerank(url, api_keys["shop-a"]).status_code == 503
-        metrics_url = f"http://127.0.0.1:{service.env['RERANK_METRICS_PORT']}"
-        text = settled(metrics_url, "rerank_upstream_failures_total", 1, kind="unavailable")
-        assert value(text, "rerank_upstream_failures_total", kind="unavailable") == 1
-        assert value(text, "rerank_requests_total", status="503", key_id="shop-a") == 1
-        # The scrape still answers, and says why vLLM's families are absent.
-        assert value(text, "rerank_vllm_metrics_up") == 0
-    finally:
-        service.stop()
+    gateway = start_gateway("metrics-dead-upstream", dead)
+    assert rerank(gateway.url, api_keys["shop-a"]).status_code == 503
+    text = settled(gateway.metrics_url, "rerank_upstream_failures_total", 1, kind="unavailable")
+    assert value(text, "rerank_upstream_failures_total", kind="unavailable") == 1
+    assert value(text, "rerank_requests_total", status="503", key_id="shop-a") == 1
+    # The scrape still answers, and says why vLLM's families are absent.
+    assert value(text, "rerank_vllm_metrics_up") == 0
 
 
 def test_counters_sum_across_two_workers(
-    vllm: Vllm, model_dir: Path, api_keys: Keys, redis_server: Redis, artifacts: Path, tmp_path: Path
+    vllm: Vllm, api_keys: Keys, redis_server: Redis, start_gateway: GatewayStarter, tmp_path: Path
 ) -> None:
     """Requests sent == requests counted, with both workers having served some."""
-    env = gateway_env(
-        model_dir,
-        api_keys,
+    gateway = start_gateway(
+        "metrics-two-workers",
         vllm.url,
         RERANK_WORKERS="2",
         RERANK_RATE_LIMIT_STORE="redis",
         RERANK_REDIS_URL=redis_server.url,
         TMPDIR=str(tmp_path),  # where the gateway makes its workers' directory, so the test can look
     )
-    service, url = start_gateway("metrics-two-workers", artifacts, env)
     sent = 60
     try:
         # A fresh connection per request, so the kernel spreads them over both workers' accept queues.
@@ -192,21 +186,20 @@ def test_counters_sum_across_two_workers(
             with httpx.Client(timeout=60) as client:
                 body = {**V2, "query": f"charger {_}"}
                 headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
-                return client.post(f"{url}/v2/rerank", json=body, headers=headers).status_code
+                return client.post(f"{gateway.url}/v2/rerank", json=body, headers=headers).status_code
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             statuses = list(pool.map(one, range(sent)))
         assert statuses == [200] * sent
-        metrics_url = f"http://127.0.0.1:{service.env['RERANK_METRICS_PORT']}"
         counted = {"route": "/v2/rerank", "key_id": "shop-a"}
-        text = settled(metrics_url, "rerank_requests_total", sent, **counted)
+        text = settled(gateway.metrics_url, "rerank_requests_total", sent, **counted)
         assert value(text, "rerank_requests_total", **counted) == sent
         assert value(text, "rerank_request_duration_seconds_count", route="/v2/rerank") == sent
         assert value(text, "rerank_requests_in_flight") == 0
         writers = {path.name for path in tmp_path.glob("rerank-gateway-*/metrics/worker-*.prom")}
         assert len(writers) == 2, f"expected both workers to have counted: {writers}"
     finally:
-        service.stop()
+        gateway.service.stop()  # before teardown: what follows is about what the gateway leaves behind
     assert not list(tmp_path.glob("rerank-gateway-*")), "the workers' directory outlived the gateway"
 
 
@@ -279,6 +272,7 @@ def test_prometheus_scrapes_requests_by_key_and_vllm_series(
     assert [float(r["value"][1]) for r in up] == [1.0]
 
 
+@pytest.mark.unit
 def test_a_taken_metrics_port_stops_the_start_with_a_clear_line(
     model_dir: Path, api_keys: Keys, artifacts: Path
 ) -> None:
@@ -287,12 +281,14 @@ def test_a_taken_metrics_port_stops_the_start_with_a_clear_line(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {
-            **gateway_env(model_dir, api_keys, "http://127.0.0.1:1"),
-            "RERANK_PORT": str(free_port()),
-            "RERANK_METRICS_HOST": "127.0.0.1",
-            "RERANK_METRICS_PORT": str(port),
-        }
+        env = gateway_env(
+            model_dir,
+            api_keys,
+            "http://127.0.0.1:1",
+            RERANK_PORT=str(free_port()),
+            RERANK_METRICS_HOST="127.0.0.1",
+            RERANK_METRICS_PORT=str(port),
+        )
         run = subprocess.run(
             [sys.executable, "-m", "gateway", "serve"],
             env={**os.environ, **env},

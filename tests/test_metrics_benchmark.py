@@ -17,7 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, valu
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from gateway.observe.metrics import HELP, LATENCY_BUCKETS, SIZE_BUCKETS, Metrics
-from gateway.requestlog import RequestRecord
+from gateway.record import RequestRecord
+
+pytestmark = pytest.mark.unit
 
 RECORD = RequestRecord(
     request_id="bench",

@@ -17,11 +17,10 @@ from transformers import AutoTokenizer
 
 from gateway.neutralise import Neutraliser
 from model_setup.prompt import CARD_INSTRUCTION
-from tests.conftest import TEST_MAX_TOKENS_PER_DOC, Gateway, Keys, gateway_env
-from tests.fake_vllm import FakeVllm, fake_vllm
-from tests.procs import start_gateway
-from tests.reference import CardReranker
-from tests.test_parity import TOLERANCE, template_prompt
+from tests.support.fake_vllm import FakeVllm, fake_vllm
+from tests.support.parity import TOLERANCE, template_prompt
+from tests.support.reference import CardReranker
+from tests.support.stack import TEST_MAX_TOKENS_PER_DOC, Gateway, GatewayStarter, Keys
 
 SLOT = "\x00"
 LOOKALIKES = [
@@ -90,6 +89,7 @@ def controls_in_user_spans(
     return inside, sum(token_id in ids_of_added for token_id in encoded["input_ids"])
 
 
+@pytest.mark.unit
 def test_the_tokens_come_from_the_tokenizer(neutraliser: Neutraliser, model_dir: Path) -> None:
     """Read from tokenizer.json, not a list of Qwen's: all 26 added tokens, special or not."""
     assert len(neutraliser.contents) == 26
@@ -99,6 +99,7 @@ def test_the_tokens_come_from_the_tokenizer(neutraliser: Neutraliser, model_dir:
     assert not neutraliser.has_edges, "Qwen3's template leaves no token to straddle user text and prompt"
 
 
+@pytest.mark.unit
 def test_every_added_token_is_broken_and_the_template_keeps_its_own(
     neutraliser: Neutraliser, hf_tokenizer: Any
 ) -> None:
@@ -117,11 +118,13 @@ def test_every_added_token_is_broken_and_the_template_keeps_its_own(
         assert clean.replace(neutraliser.breaker, "") == text, "only the breaker is added"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text", LOOKALIKES)
 def test_lookalikes_are_left_byte_identical(neutraliser: Neutraliser, text: str) -> None:
     assert neutraliser(text) is text
 
 
+@pytest.mark.unit
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(alphabet=st.sampled_from([*"<|>/_ abimendthkstr\n", "\uff5c", "中", "é"]), max_size=40))
 def test_text_without_a_control_string_is_returned_unchanged(neutraliser: Neutraliser, text: str) -> None:
@@ -131,6 +134,7 @@ def test_text_without_a_control_string_is_returned_unchanged(neutraliser: Neutra
         assert neutraliser(text) is text
 
 
+@pytest.mark.unit
 def test_tokens_matched_after_normalisation_are_found_by_the_tokenizer() -> None:
     """A tokenizer whose added tokens match on normalised (here lower-cased) text: found all the same."""
     tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
@@ -148,6 +152,7 @@ def test_tokens_matched_after_normalisation_are_found_by_the_tokenizer() -> None
     )
 
 
+@pytest.mark.unit
 def test_a_token_straddling_the_template_edge_is_broken() -> None:
     """Where a template's text could complete a token begun at the end of user text, that end is broken."""
     tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
@@ -170,10 +175,8 @@ def recorder() -> Iterator[FakeVllm]:
 
 
 @pytest.fixture(scope="module")
-def recording_gateway(recorder: FakeVllm, model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[str]:
-    service, url = start_gateway("neutralise", artifacts, gateway_env(model_dir, api_keys, recorder.url))
-    yield url
-    service.stop()
+def recording_gateway(recorder: FakeVllm, start_module_gateway: GatewayStarter) -> str:
+    return start_module_gateway("neutralise", recorder.url).url
 
 
 def test_what_the_gateway_sends_holds_no_control_token_in_user_text(

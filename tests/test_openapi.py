@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from openapi_spec_validator import validate
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 from pydantic import SecretStr
 
 from gateway import keys as keylib
 from gateway.app import create_app
-from gateway.errors import STATUS, ErrorKind
+from gateway.errors import ErrorKind
 from gateway.settings import Settings
-from tests.conftest import Gateway, Keys
-from tests.test_demo import CHROMIUM, CHROMIUM_ARGS
+from tests.support.stack import Gateway, Keys
 
 RERANK_PATHS = ("/v1/rerank", "/rerank", "/v2/rerank")
 SCHEMATHESIS_EXAMPLES = 40  # per operation; the run takes about 15 s against the tiny model
@@ -56,7 +54,7 @@ def test_every_route_and_method_is_documented(document: dict[str, Any], model_di
 
 def test_rerank_routes_document_every_error_of_the_table(document: dict[str, Any]) -> None:
     """All statuses the error table can answer a rerank call with (405 is for undocumented methods)."""
-    expected = {str(STATUS[kind]) for kind in ErrorKind if kind is not ErrorKind.METHOD_NOT_ALLOWED}
+    expected = {str(kind.status) for kind in ErrorKind if kind is not ErrorKind.METHOD_NOT_ALLOWED}
     for path in RERANK_PATHS:
         responses = document["paths"][path]["post"]["responses"]
         assert set(responses) == {"200", *expected}, path
@@ -89,16 +87,6 @@ def test_the_documented_example_is_served(document: dict[str, Any], gateway: Gat
         response = httpx.post(f"{gateway.url}{path}", json=example, headers=headers, timeout=60)
         assert response.status_code == 200, response.text
         assert len(response.json()["results"]) == example["top_n"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: scripts/test.sh installs it (scripts/system-deps.sh)")
-    with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_the_docs_page_reads_in_a_browser_and_fetches_nothing(browser: Browser, gateway: Gateway) -> None:

@@ -4,38 +4,32 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway import keys as keylib
-from tests.conftest import Gateway, Keys, Redis, Vllm, gateway_env
-from tests.procs import Service, start_gateway
-from tests.test_refund import LIMITS, post, remaining
+from tests.support.procs import Service
+from tests.support.ratelimit import LIMITS, post, remaining
+from tests.support.stack import Gateway, GatewayStarter, Keys, Redis, Vllm
 
 
 @pytest.fixture(scope="module")
 def limited(
-    vllm: Vllm, redis_server: Redis, model_dir: Path, artifacts: Path
-) -> Iterator[list[tuple[Service, str, str]]]:
+    vllm: Vllm, redis_server: Redis, artifacts: Path, start_module_gateway: GatewayStarter
+) -> list[tuple[Service, str, str]]:
     """A gateway per rate-limit store on the session vLLM, each with one limited key: (service, url, key)."""
     raw, line = keylib.generate("outage")
     keys = Keys({"outage": raw}, artifacts / "outage-keys")
     keys.file.write_text(f"{line} {LIMITS}\n")
     subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True, capture_output=True)
     redis = {"RERANK_RATE_LIMIT_STORE": "redis", "RERANK_REDIS_URL": redis_server.url}
-    started: list[tuple[Service, str]] = []
-    try:
-        for name, extra in (("memory", {}), ("redis", redis)):
-            started.append(
-                start_gateway(f"outage-{name}", artifacts, gateway_env(model_dir, keys, vllm.url, **extra))
-            )
-        yield [(service, url, raw) for service, url in started]
-    finally:
-        for service, _ in started:
-            service.stop()
+    started = [
+        start_module_gateway(f"outage-{name}", vllm.url, extra, keys=keys)
+        for name, extra in (("memory", {}), ("redis", redis))
+    ]
+    return [(gateway.service, gateway.url, raw) for gateway in started]
 
 
 def test_vllm_down_then_back(

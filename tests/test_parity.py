@@ -9,11 +9,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from model_setup.prompt import CARD_INSTRUCTION, PRODUCT_SEARCH_INSTRUCTION, render
-from model_setup.serving import TEMPLATE_PATH
-from tests.conftest import Gateway, Keys
-from tests.reference import CARD_SUFFIX, CardReranker
-
-TOLERANCE = 1e-4
+from tests.support.parity import TOLERANCE, template_prompt
+from tests.support.reference import CARD_SUFFIX, CardReranker
+from tests.support.stack import Gateway, Keys
 
 CASES = {
     "english": (
@@ -41,18 +39,7 @@ CASES = {
 }
 
 
-def template_prompt(tokenizer: object, instruction: str | None, query: str, doc: str) -> str:
-    """Render our Jinja template the way vLLM does: HF chat templating with roles query/document."""
-    kwargs = {} if instruction is None else {"instruction": instruction}
-    prompt: str = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
-        [{"role": "query", "content": query}, {"role": "document", "content": doc}],
-        chat_template=TEMPLATE_PATH.read_text(),
-        tokenize=False,
-        **kwargs,
-    )
-    return prompt
-
-
+@pytest.mark.unit
 @pytest.mark.parametrize("instruction", [None, PRODUCT_SEARCH_INSTRUCTION, "Find gifts for a 10 year old"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_template_tokens_equal_the_card_recipe(
@@ -97,6 +84,7 @@ def test_gateway_scores_equal_the_card_recipe(
     assert got == pytest.approx(want, abs=TOLERANCE)
 
 
+@pytest.mark.unit
 def test_parity_is_sensitive_to_the_prompt(card: CardReranker) -> None:
     """The comparison above can fail: dropping the template's final newline (the upstream example's bug)
     moves the tiny model's scores far beyond the tolerance, and so does another instruction."""

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.client_tools import client_env, frameworks_python, node, node_project, run
-from tests.conftest import Gateway, Keys
-from tests.procs import ROOT
+from tests.support.client_tools import client_env, frameworks_python, node, node_project, run
+from tests.support.procs import ROOT
+from tests.support.stack import Gateway, Keys
 
 README = ROOT / "README.md"
 SNIPPET = re.compile(r"<!-- snippet: ([a-z0-9-]+) -->\n```(\w+)\n(.*?)\n```\n", re.DOTALL)
@@ -255,6 +255,7 @@ RUNNERS: dict[str, Callable[[Context, str], None]] = {
 }
 
 
+@pytest.mark.unit
 def test_every_block_of_the_section_is_a_snippet_with_a_runner() -> None:
     """A new block without a runner, or a runner whose block is gone, fails here."""
     assert section().count("\n```") == 2 * len(SNIPPET.findall(section())), "every fenced block is marked"

@@ -10,16 +10,13 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gateway import keys as keylib
 from gateway.limits import KeyLimits, Limiter, MemoryStore, RedisStore
-from tests.conftest import Keys, Redis, gateway_env
-from tests.fake_vllm import FakeVllm, Mode, fake_vllm
-from tests.procs import start_gateway
-
-LIMITS = "rpm=6 units_per_minute=6"  # 10 s to earn one back: nothing is, within a few requests
+from tests.support.fake_vllm import FakeVllm, Mode, fake_vllm
+from tests.support.ratelimit import LIMITS, post, remaining
+from tests.support.stack import GatewayStarter, Keys, Redis
 
 
 @pytest.fixture(scope="module")
@@ -34,29 +31,13 @@ def refund_keys(artifacts: Path) -> Keys:
     return Keys(raw, file)
 
 
-def remaining(response: httpx.Response) -> dict[str, int]:
-    """The RateLimit header's remaining counts: `"rpm";r=29;t=2, "units";r=9;t=6`."""
-    counts = {}
-    for item in response.headers["ratelimit"].split(","):
-        name, *params = item.strip().split(";")
-        counts[name.strip('"')] = int(dict(p.split("=") for p in params)["r"])
-    return counts
-
-
-def post(url: str, key: str) -> httpx.Response:
-    body = {"query": "trail shoes", "documents": ["Salomon Speedcross", "cast iron pan"]}
-    return httpx.post(f"{url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-
 @pytest.fixture(scope="module")
-def faulty(refund_keys: Keys, model_dir: Path, artifacts: Path) -> Iterator[tuple[FakeVllm, str]]:
+def faulty(refund_keys: Keys, start_module_gateway: GatewayStarter) -> Iterator[tuple[FakeVllm, str]]:
     with fake_vllm() as upstream:
-        env = gateway_env(model_dir, refund_keys, upstream.url, RERANK_UPSTREAM_TIMEOUT_S="1")
-        service, url = start_gateway("refund-faults", artifacts, env)
-        try:
-            yield upstream, url
-        finally:
-            service.stop()
+        gateway = start_module_gateway(
+            "refund-faults", upstream.url, keys=refund_keys, RERANK_UPSTREAM_TIMEOUT_S="1"
+        )
+        yield upstream, gateway.url
 
 
 @pytest.mark.parametrize(("mode", "status"), [("error500", 502), ("slow", 504), ("drop", 503)])

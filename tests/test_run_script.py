@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.procs import ROOT, free_port
+import pytest
+
+from tests.support.procs import ROOT, free_port
+
+pytestmark = pytest.mark.unit
 
 
 def ready_venv(tmp_path: Path) -> Path:

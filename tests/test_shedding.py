@@ -10,8 +10,6 @@ import concurrent.futures
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,9 +18,9 @@ import pytest
 from gateway.errors import ApiError, ErrorKind
 from gateway.shedding import Shedder
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
-from tests.conftest import SERVED_NAME, Gateway, Keys, Vllm, gateway_env
-from tests.fake_vllm import fake_vllm
-from tests.procs import Service, engine_paused, start_gateway
+from tests.support.fake_vllm import fake_vllm
+from tests.support.procs import Service, engine_paused
+from tests.support.stack import SERVED_NAME, Gateway, GatewayStarter, Keys, Vllm
 
 # --- the queue's rules, on one event loop ---
 
@@ -35,6 +33,7 @@ async def _hold(
         await release.wait()
 
 
+@pytest.mark.unit
 def test_the_queue_serves_by_priority_then_arrival() -> None:
     async def run() -> list[str]:
         shedder = Shedder(max_pairs=4, max_queued=10, wait_s=5)
@@ -52,6 +51,7 @@ def test_the_queue_serves_by_priority_then_arrival() -> None:
     assert asyncio.run(run()) == ["running", "shop-1", "shop-2", "mid", "batch-1", "batch-2"]
 
 
+@pytest.mark.unit
 def test_a_full_queue_gives_a_better_priority_the_worst_place() -> None:
     async def run() -> None:
         shedder = Shedder(max_pairs=2, max_queued=2, wait_s=5)
@@ -78,6 +78,7 @@ def test_a_full_queue_gives_a_better_priority_the_worst_place() -> None:
     asyncio.run(run())
 
 
+@pytest.mark.unit
 def test_a_wait_past_the_bound_is_a_503_and_leaves_no_trace() -> None:
     async def run() -> None:
         shedder = Shedder(max_pairs=3, max_queued=4, wait_s=0.05)
@@ -103,6 +104,7 @@ def test_a_wait_past_the_bound_is_a_503_and_leaves_no_trace() -> None:
     asyncio.run(run())
 
 
+@pytest.mark.unit
 def test_retry_after_follows_the_measured_throughput() -> None:
     async def run() -> None:
         shedder = Shedder(max_pairs=10, max_queued=1, wait_s=7)
@@ -126,22 +128,17 @@ RUN = uuid.uuid4().hex[:8]  # this session's request ids, told apart from earlie
 
 
 @pytest.fixture(scope="module")
-def shedding_gateway(
-    vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path
-) -> Iterator[tuple[Service, str]]:
+def shedding_gateway(vllm: Vllm, start_module_gateway: GatewayStarter) -> tuple[Service, str]:
     """Room for one 8-pair request at vLLM, four more waiting."""
-    env = gateway_env(
-        model_dir,
-        api_keys,
+    gateway = start_module_gateway(
+        "shedding",
         vllm.url,
         RERANK_MAX_PAIRS_IN_FLIGHT=str(PAIRS),
         RERANK_QUEUE_MAX_REQUESTS="4",
         RERANK_QUEUE_TIMEOUT_S="120",
         RERANK_MAX_TOKENS_PER_DOC="1000",
     )
-    service, url = start_gateway("shedding", artifacts, env)
-    yield service, url
-    service.stop()
+    return gateway.service, gateway.url
 
 
 def rerank(
@@ -293,23 +290,18 @@ def test_vllm_schedules_by_the_priority_the_gateway_passes_on(
     assert later >= requests // 2, f"first come, first served, none would finish later; {later} did"
 
 
-def test_priority_is_forwarded_only_when_given(model_dir: Path, api_keys: Keys, artifacts: Path) -> None:
+def test_priority_is_forwarded_only_when_given(api_keys: Keys, start_gateway: GatewayStarter) -> None:
     """0 (the default) is left out of vLLM's request, so a vLLM scheduling first come, first served takes it;
     a negative priority is the caller's error."""
     with fake_vllm() as upstream:
-        service, url = start_gateway("priority", artifacts, gateway_env(model_dir, api_keys, upstream.url))
-        try:
-            headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
-            body: dict[str, Any] = {"model": "rerank-v3.5", "query": "q", "documents": ["a"]}
-            for priority, sent in ((None, None), (0, None), (7, 7)):
-                extra = {} if priority is None else {"priority": priority}
-                response = httpx.post(f"{url}/v2/rerank", json={**body, **extra}, headers=headers, timeout=30)
-                assert response.status_code == 200, response.text
-                assert upstream.requests[-1].get("priority") == sent
-            negative = httpx.post(
-                f"{url}/v2/rerank", json={**body, "priority": -1}, headers=headers, timeout=30
-            )
-            assert negative.status_code == 400
-            assert "$.priority" in negative.json()["message"]
-        finally:
-            service.stop()
+        url = start_gateway("priority", upstream.url).url
+        headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
+        body: dict[str, Any] = {"model": "rerank-v3.5", "query": "q", "documents": ["a"]}
+        for priority, sent in ((None, None), (0, None), (7, 7)):
+            extra = {} if priority is None else {"priority": priority}
+            response = httpx.post(f"{url}/v2/rerank", json={**body, **extra}, headers=headers, timeout=30)
+            assert response.status_code == 200, response.text
+            assert upstream.requests[-1].get("priority") == sent
+        negative = httpx.post(f"{url}/v2/rerank", json={**body, "priority": -1}, headers=headers, timeout=30)
+        assert negative.status_code == 400
+        assert "$.priority" in negative.json()["message"]

@@ -5,15 +5,13 @@ while normal requests (real vLLM) are served meanwhile; a worker's requests in p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Keys, Vllm, gateway_env
-from tests.procs import Service, start_gateway
-from tests.slowloris import MODES, Outcome, attack
+from tests.support.procs import Service
+from tests.support.slowloris import MODES, Outcome, attack
+from tests.support.stack import GatewayStarter, Keys, Vllm
 
 HEADER_S, BODY_S = 2, 3
 CONNECTIONS = 500
@@ -22,17 +20,14 @@ SLACK_S = 1.5
 
 
 @pytest.fixture(scope="module")
-def guarded(vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[tuple[Service, str]]:
-    env = gateway_env(
-        model_dir,
-        api_keys,
+def guarded(vllm: Vllm, start_module_gateway: GatewayStarter) -> tuple[Service, str]:
+    gateway = start_module_gateway(
+        "slow-clients",
         vllm.url,
         RERANK_HEADER_READ_TIMEOUT_S=str(HEADER_S),
         RERANK_BODY_READ_TIMEOUT_S=str(BODY_S),
     )
-    service, url = start_gateway("slow-clients", artifacts, env)
-    yield service, url
-    service.stop()
+    return gateway.service, gateway.url
 
 
 def test_a_slowloris_is_closed_within_the_deadlines_while_normal_requests_are_served(
@@ -88,18 +83,13 @@ def test_a_body_past_its_deadline_is_a_408_that_closes_the_connection(
 
 
 def test_requests_in_progress_per_worker_are_capped(
-    vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path
+    vllm: Vllm, api_keys: Keys, start_gateway: GatewayStarter
 ) -> None:
     """20 bodies that never come fill a worker capped at 20: a normal request is a fast 503 with Retry-After,
     and is served again once the body deadline has freed the worker."""
-    env = gateway_env(
-        model_dir,
-        api_keys,
-        vllm.url,
-        RERANK_BODY_READ_TIMEOUT_S=str(BODY_S),
-        RERANK_MAX_REQUESTS_PER_WORKER="20",
-    )
-    service, url = start_gateway("capped", artifacts, env)
+    url = start_gateway(
+        "capped", vllm.url, RERANK_BODY_READ_TIMEOUT_S=str(BODY_S), RERANK_MAX_REQUESTS_PER_WORKER="20"
+    ).url
     headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
     body = {"query": "trail shoes", "documents": ["Salomon Speedcross", "cast iron pan"]}
 
@@ -112,15 +102,10 @@ def test_requests_in_progress_per_worker_are_capped(
             busy = await client.post("/v1/rerank", json=body, headers=headers)
         return busy, await held
 
-    try:
-        busy, outcome = asyncio.run(run())
-        assert busy.status_code == 503, busy.text
-        assert busy.headers["retry-after"] == "1"
-        assert "too many requests in progress" in busy.json()["message"]
-        assert (
-            outcome.open_at(1e9) == 0
-        )  # each closed by its deadline (3 s, swept every 0.5 s), well within 7 s
-        again = httpx.post(f"{url}/v1/rerank", json=body, headers=headers, timeout=30)
-        assert again.status_code == 200, again.text
-    finally:
-        service.stop()
+    busy, outcome = asyncio.run(run())
+    assert busy.status_code == 503, busy.text
+    assert busy.headers["retry-after"] == "1"
+    assert "too many requests in progress" in busy.json()["message"]
+    assert outcome.open_at(1e9) == 0  # each closed by its deadline (3 s, swept every 0.5 s), well within 7 s
+    again = httpx.post(f"{url}/v1/rerank", json=body, headers=headers, timeout=30)
+    assert again.status_code == 200, again.text

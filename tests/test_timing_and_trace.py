@@ -11,14 +11,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Gateway, Keys, Vllm, gateway_env
-from tests.procs import Service, start_gateway
-from tests.test_logs import log_line
+from tests.support.stack import Gateway, GatewayStarter, Keys, Vllm, log_line
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -82,12 +79,9 @@ class Relay:
 
 
 @pytest.fixture(scope="module")
-def relayed(vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[tuple[Gateway, Relay]]:
+def relayed(vllm: Vllm, start_module_gateway: GatewayStarter) -> Iterator[tuple[Gateway, Relay]]:
     relay = Relay(int(vllm.url.rsplit(":", 1)[1]))
-    env = gateway_env(model_dir, api_keys, f"http://127.0.0.1:{relay.port}")
-    service, url = start_gateway("relayed", artifacts, env)
-    yield Gateway(service, url), relay
-    service.stop()
+    yield start_module_gateway("relayed", f"http://127.0.0.1:{relay.port}"), relay
     relay.close()
 
 
@@ -165,49 +159,30 @@ def test_errors_carry_server_timing_too(gateway: Gateway) -> None:
     assert set(timing(response)) == {"gateway"}
 
 
-def _cache_gateway(
-    name: str, scope: str, vllm: Vllm, model_dir: Path, keys: Keys, artifacts: Path
-) -> Service:
-    env = gateway_env(
-        model_dir,
-        keys,
-        vllm.url,
-        RERANK_SCORE_CACHE_MAX_BYTES=str(1024 * 1024),
-        RERANK_SCORE_CACHE_SCOPE=scope,
-    )
-    service, _ = start_gateway(name, artifacts, env)
-    return service
+CACHE_ON = {"RERANK_SCORE_CACHE_MAX_BYTES": str(1024 * 1024)}
 
 
 def test_server_timing_counts_cache_hits_when_the_cache_is_per_key(
-    vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path
+    vllm: Vllm, api_keys: Keys, start_gateway: GatewayStarter
 ) -> None:
-    service = _cache_gateway("timing-key", "key", vllm, model_dir, api_keys, artifacts)
-    url = f"http://127.0.0.1:{service.env['RERANK_PORT']}"
-    try:
-        body = {**V1, "query": f"cached {uuid.uuid4().hex}"}
-        headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
-        first = httpx.post(f"{url}/v1/rerank", json=body, headers=headers, timeout=60)
-        second = httpx.post(f"{url}/v1/rerank", json=body, headers=headers, timeout=60)
-        assert (timing(first)["cache-hit"], timing(first)["cache-miss"]) == ("0", "3")
-        assert (timing(second)["cache-hit"], timing(second)["cache-miss"]) == ("3", "0")
-        assert "upstream" not in timing(second)  # vLLM was not asked
-    finally:
-        service.stop()
+    url = start_gateway("timing-key", vllm.url, CACHE_ON, RERANK_SCORE_CACHE_SCOPE="key").url
+    body = {**V1, "query": f"cached {uuid.uuid4().hex}"}
+    headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
+    first = httpx.post(f"{url}/v1/rerank", json=body, headers=headers, timeout=60)
+    second = httpx.post(f"{url}/v1/rerank", json=body, headers=headers, timeout=60)
+    assert (timing(first)["cache-hit"], timing(first)["cache-miss"]) == ("0", "3")
+    assert (timing(second)["cache-hit"], timing(second)["cache-miss"]) == ("3", "0")
+    assert "upstream" not in timing(second)  # vLLM was not asked
 
 
 def test_server_timing_says_nothing_about_a_cache_shared_by_all_keys(
-    vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path
+    vllm: Vllm, api_keys: Keys, start_gateway: GatewayStarter
 ) -> None:
     """With scope=global a hit can reveal what another shop searched for: no cache counts then."""
-    service = _cache_gateway("timing-global", "global", vllm, model_dir, api_keys, artifacts)
-    url = f"http://127.0.0.1:{service.env['RERANK_PORT']}"
-    try:
-        body = {**V1, "query": f"shared {uuid.uuid4().hex}"}
-        for key_id in ("shop-a", "shop-b"):
-            headers = {"Authorization": f"Bearer {api_keys[key_id]}"}
-            response = httpx.post(f"{url}/v1/rerank", json=body, headers=headers, timeout=60)
-            assert response.status_code == 200
-            assert not any(name.startswith("cache") for name in timing(response))
-    finally:
-        service.stop()
+    url = start_gateway("timing-global", vllm.url, CACHE_ON, RERANK_SCORE_CACHE_SCOPE="global").url
+    body = {**V1, "query": f"shared {uuid.uuid4().hex}"}
+    for key_id in ("shop-a", "shop-b"):
+        headers = {"Authorization": f"Bearer {api_keys[key_id]}"}
+        response = httpx.post(f"{url}/v1/rerank", json=body, headers=headers, timeout=60)
+        assert response.status_code == 200
+        assert not any(name.startswith("cache") for name in timing(response))

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import Keys, gateway_env
-from tests.fake_vllm import FakeVllm, Mode, fake_vllm
-from tests.procs import free_port, gateway_service, wait_http
+from tests.support.fake_vllm import FakeVllm, Mode, fake_vllm
+from tests.support.stack import GatewayStarter, Keys
 
 
 @pytest.fixture(scope="module")
@@ -21,16 +19,8 @@ def upstream() -> Iterator[FakeVllm]:
 
 
 @pytest.fixture(scope="module")
-def faulty_gateway(upstream: FakeVllm, model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[str]:
-    port = free_port()
-    env = gateway_env(model_dir, api_keys, upstream.url, RERANK_UPSTREAM_TIMEOUT_S="1")
-    service = gateway_service(port, artifacts / "gateway-faults.log", env)
-    service.start()
-    assert service.proc is not None
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/health", timeout=30, proc=service.proc)
-    yield url
-    service.stop()
+def faulty_gateway(upstream: FakeVllm, start_module_gateway: GatewayStarter) -> str:
+    return start_module_gateway("faults", upstream.url, RERANK_UPSTREAM_TIMEOUT_S="1").url
 
 
 FAULTS: list[tuple[Mode, int, str]] = [

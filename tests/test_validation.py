@@ -4,7 +4,6 @@ where it cannot. Nothing is a 500, nothing hangs, and the gateway keeps serving 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import cohere
@@ -14,16 +13,9 @@ from cohere.core.api_error import ApiError as CohereApiError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Gateway, Keys
+from tests.support.stack import Gateway, Keys
 
 DOCS = ["red running shoes", "blue denim jacket"]
-
-
-@pytest.fixture
-def http(gateway: Gateway, api_keys: Keys) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {api_keys['shop-a']}"}
-    with httpx.Client(base_url=gateway.url, headers=headers, timeout=60) as client:
-        yield client
 
 
 def assert_cohere_error(error: CohereApiError, status: int, message: str) -> None:

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT
+from tests.support.procs import ROOT
+
+# Not in the `unit` tier although it needs no server: building the wheel and installing it into a fresh
+# venv takes about 20 s, and the tier is kept under a minute.
 
 PACKAGES = ("gateway", "model_setup")
 # What the Containerfile's wheel stage copies (tests/test_containerfile.py holds the context to it).

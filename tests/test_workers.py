@@ -12,17 +12,16 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.workers import FIRST_DELAY_S
-from tests.conftest import Gateway, Keys, Redis, Vllm, gateway_env
-from tests.procs import start_gateway, workers_of
+from tests.support.procs import workers_of
+from tests.support.stack import Gateway, GatewayStarter, Keys, Redis, Vllm
 
 BODY = {"model": "qwen3-reranker-4b", "query": "usb cable", "documents": ["USB-C cable 2 m", "chef's knife"]}
 RESPAWN_BUDGET_S = 60.0  # a new worker imports the app (vLLM's tokenizer) on a busy 2-core machine
@@ -57,39 +56,26 @@ def replaced(gateway: Gateway, number: int, old_pid: int) -> bool:
     return pid not in (None, old_pid) and starts > deaths
 
 
-def fresh_gateway(name: str, artifacts: Path, env: dict[str, str]) -> Gateway:
-    """A gateway with a log of its own run: the tests count lines in it."""
-    (artifacts / f"gateway-{name}.log").unlink(missing_ok=True)
-    service, url = start_gateway(name, artifacts, env)
-    return Gateway(service, url)
+# Each gateway here logs its own run only (fresh_log): the tests count lines in it.
 
 
 @pytest.fixture(scope="module")
-def two_workers(
-    vllm: Vllm, model_dir: Path, api_keys: Keys, redis_server: Redis, artifacts: Path
-) -> Iterator[Gateway]:
-    env = gateway_env(
-        model_dir, api_keys, vllm.url,
+def two_workers(vllm: Vllm, redis_server: Redis, start_module_gateway: GatewayStarter) -> Gateway:
+    return start_module_gateway(
+        "two-workers", vllm.url, fresh_log=True,
         RERANK_WORKERS="2", RERANK_RATE_LIMIT_STORE="redis", RERANK_REDIS_URL=redis_server.url,
     )  # fmt: skip
-    gateway = fresh_gateway("two-workers", artifacts, env)
-    yield gateway
-    gateway.service.stop()
 
 
 @pytest.fixture(scope="module")
-def one_worker(vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[Gateway]:
-    gateway = fresh_gateway("one-worker", artifacts, gateway_env(model_dir, api_keys, vllm.url))
-    yield gateway
-    gateway.service.stop()
+def one_worker(vllm: Vllm, start_module_gateway: GatewayStarter) -> Gateway:
+    return start_module_gateway("one-worker", vllm.url, fresh_log=True)
 
 
 @pytest.fixture
-def fresh_worker(vllm: Vllm, model_dir: Path, api_keys: Keys, artifacts: Path) -> Iterator[Gateway]:
+def fresh_worker(vllm: Vllm, start_gateway: GatewayStarter) -> Gateway:
     """A gateway of its own, so the first death this test causes is its worker's first."""
-    gateway = fresh_gateway("crash-loop", artifacts, gateway_env(model_dir, api_keys, vllm.url))
-    yield gateway
-    gateway.service.stop()
+    return start_gateway("crash-loop", vllm.url, fresh_log=True)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import STATUS, ErrorBody, ErrorKind
+from gateway.errors import ErrorBody, ErrorKind
 from gateway.schemas import (
     JinaRerankRequest,
     JinaRerankResponse,
@@ -88,7 +88,7 @@ def _ref(name: str) -> dict[str, str]:
 
 def _errors(kinds: tuple[ErrorKind, ...]) -> dict[str, Any]:
     responses: dict[str, Any] = {}
-    for status in sorted({STATUS[kind] for kind in kinds}):
+    for status in sorted({kind.status for kind in kinds}):
         headers = dict(_HEADERS)
         if status in (429, 503):
             headers["Retry-After"] = _RETRY_AFTER

@@ -26,7 +26,8 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from gateway.requestlog import RequestRecord
+from gateway.record import RequestRecord
+from gateway.upstream import FAILURE_LABELS
 
 # Seconds, from 100 us: the gateway's own share of a request is well under a millisecond when it does its job.
 LATENCY_BUCKETS = (
@@ -34,7 +35,6 @@ LATENCY_BUCKETS = (
     0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-UPSTREAM_FAILURES = ("timeout", "unavailable", "pool_full", "rejected", "error", "bad_answer")
 CACHE_RESULTS = ("hit", "coalesced", "miss")
 SHED_REASONS = ("queue_full", "queue_timeout", "evicted")
 RELOAD_RESULTS = ("ok", "error")
@@ -103,7 +103,7 @@ class Metrics(Collector):
     """One worker's counts, and the collector that turns them into families. Labels stay bounded: routes
     come from the route table (unknown paths are ``unmatched``), key ids from the keys file, kinds from
     fixed lists. The gauges are read when the totals are written: ``in_flight`` is the worker's count of
-    requests in progress (gateway/drain.py), ``pairs_in_flight`` and ``queued`` its load-shedding state
+    requests in progress (gateway/inflight.py), ``pairs_in_flight`` and ``queued`` its load-shedding state
     (gateway/shedding.py)."""
 
     def __init__(
@@ -128,7 +128,7 @@ class Metrics(Collector):
         self._units_by_key: dict[tuple[str, ...], float] = {}
         self._rate_limit: dict[tuple[str, ...], float] = {}
         # Zero from the start, so that rate() and alerts see the first failure.
-        self._upstream_failures: dict[tuple[str, ...], float] = {(kind,): 0 for kind in UPSTREAM_FAILURES}
+        self._upstream_failures: dict[tuple[str, ...], float] = {(kind,): 0 for kind in FAILURE_LABELS}
         self._cache_pairs = [0, 0, 0]
         self._refunds = 0
         self._shed: dict[tuple[str, ...], float] = {(reason,): 0 for reason in SHED_REASONS}

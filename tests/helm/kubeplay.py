@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from tests.containers import podman
 from tests.helm.chart import Doc, Manifests
+from tests.support.containers import podman
 
 CONTAINER = "reranker"  # the chart's container name
 

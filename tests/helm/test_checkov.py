@@ -16,6 +16,9 @@ import yaml
 
 from tests.helm.chart import CHART, CI_VALUES, HELM, TOOLS, VARIANTS
 
+# Not in the `unit` tier although it needs no server: checkov's scans take about 20 s of CPU, and the tier
+# is kept under a minute.
+
 CONFIG = CHART / ".checkov.yaml"
 CHECKOV_TIMEOUT_S = 300
 # Where the test set-up puts checkov: its own virtualenv under the tools directory (checkov pins old versions

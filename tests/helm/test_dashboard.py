@@ -22,6 +22,8 @@ from gateway.observe.metrics import Metrics
 from gateway.observe.scrape import BuildInfo, VllmMetrics
 from tests.helm.chart import DASHBOARD
 
+pytestmark = pytest.mark.unit
+
 PROMTOOL = Path("/usr/bin/promtool")  # Debian's prometheus package (scripts/system-deps.sh)
 PROMTOOL_TIMEOUT_S = 60
 # kubectl's and GitOps tools' client-side apply copy the object into an annotation, and annotations are

@@ -13,7 +13,11 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.helm.chart import HELM, INSTALL_HELM, ROOT, pinned_sha256
+
+pytestmark = pytest.mark.unit
 
 SCRIPT_TIMEOUT_S = 60
 FAKE_NPM = """#!/bin/sh

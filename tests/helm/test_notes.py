@@ -23,6 +23,8 @@ import pytest
 
 from tests.helm.chart import FULLNAME, NAMESPACE, RELEASE, render_notes
 
+pytestmark = pytest.mark.unit
+
 API_KEY = "rk_notes-test-key"
 CALL_TIMEOUT_S = 60
 

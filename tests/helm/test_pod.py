@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from gateway import keys as keylib
-from tests.containers import READY_BUDGET_S, podman
 from tests.helm.chart import Manifests, render
 from tests.helm.kubeplay import Pod, env_of, play, secret_files, tear_down
-from tests.procs import free_port
+from tests.support.containers import READY_BUDGET_S, podman
+from tests.support.procs import free_port
 
 KEY_ID = "shop-pod"
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")

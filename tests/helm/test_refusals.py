@@ -6,6 +6,8 @@ import pytest
 
 from tests.helm.chart import render, render_error
 
+pytestmark = pytest.mark.unit
+
 SCHEMA = "values don't meet the specifications of the schema"
 KEY = "shop-a sha256:" + "a" * 64
 

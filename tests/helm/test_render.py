@@ -26,6 +26,8 @@ from tests.helm.chart import (
     render_error,
 )
 
+pytestmark = pytest.mark.unit
+
 Variant = Callable[[str], Manifests]
 
 KEY_A = "shop-a sha256:" + "a" * 64

@@ -12,6 +12,8 @@ import pytest
 
 from tests.helm.chart import CHART, CI_VALUES, VARIANTS, Manifests, helm, values_args
 
+pytestmark = pytest.mark.unit
+
 KUBERNETES_VERSIONS = ("1.29.0", "1.33.0")
 # Custom resources whose CRDs kubernetes-validate does not ship. Each is asserted field by field in
 # test_render.py instead (ServiceMonitor: test_service_monitor_scrapes_metrics_on_the_service).

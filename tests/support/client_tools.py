@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT
+from tests.support.procs import ROOT
 
 TOOLS = Path(os.environ.get("RERANK_TOOLS", ROOT / "var" / "tools"))
 FRAMEWORKS_PYTHON = TOOLS / "frameworks" / "bin" / "python"

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import HTTPScope, Receive, Send
+
+from gateway.layers import HttpApp
 
 
 class InFlight:
@@ -30,11 +31,8 @@ class InFlight:
     def count(self) -> int:
         return self._count
 
-    def wrap(self, app: ASGIApp) -> ASGIApp:
-        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != ScopeType.HTTP:
-                await app(scope, receive, send)
-                return
+    def layer(self, app: HttpApp) -> HttpApp:
+        async def counted(scope: HTTPScope, receive: Receive, send: Send) -> None:
             self._count += 1
             self._event().clear()
             try:

@@ -56,6 +56,7 @@ class FakeVllm:
         self.port = 0
         self._record = record
         self._cache: dict[tuple[str, int], bytes] = {}
+        self.open: set[asyncio.BaseTransport] = set()  # connections not yet closed, closed at teardown
 
     @property
     def url(self) -> str:
@@ -97,6 +98,11 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # a TCP transport (uvloop's is no subclass)
+        self._server.open.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._server.open.discard(self._transport)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -158,17 +164,26 @@ def fake_vllm() -> Iterator[FakeVllm]:
     thread.start()
     # Started from its own thread, so a test whose thread already runs a loop (Playwright's) can use it.
     server = asyncio.run_coroutine_threadsafe(fake.serve(), loop).result(10)
+
+    async def shut() -> None:
+        """Every socket closed on the loop that owns it, before the loop stops: a connection the gateway
+        left open would otherwise be closed by the garbage collector, as a ResourceWarning in a later test."""
+        server.close()
+        for transport in list(fake.open):
+            transport.close()
+        await asyncio.sleep(0)  # the transports' close callbacks run before this resumes
+
     try:
         yield fake
     finally:
-        loop.call_soon_threadsafe(server.close)
+        asyncio.run_coroutine_threadsafe(shut(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
 
 
 def main() -> None:
-    """``python -m tests.fake_vllm PORT``: a healthy stand-in for benchmarks (uvloop when installed)."""
+    """``python -m tests.support.fake_vllm PORT``: a healthy stand-in for benchmarks (uvloop if installed)."""
     import sys  # noqa: PLC0415
 
     async def run() -> None:

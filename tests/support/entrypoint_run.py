@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tests.procs import ROOT
+from tests.support.procs import ROOT
 
 ENTRYPOINT = ROOT / "entrypoint.sh"
 

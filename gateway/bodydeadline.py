@@ -1,16 +1,13 @@
-"""Slow clients: what one connection may hold of a worker, beyond what granian bounds itself.
+"""A deadline for the request body: what a slow client may hold of a worker, beyond what granian bounds.
 
 granian (hyper) bounds the request line and headers (``header_read_timeout``, which also closes idle
-keep-alive and silent connections; gateway/__main__.py) but has no deadline for the body and no cap on
-connections (its ``backpressure`` setting did not limit them when measured, docs/slow-clients.md). So:
-
-- every ``receive()`` until the body is complete is bounded by one deadline from the request's start; past
-  it the answer is 408 with ``Connection: close`` and the server closes the connection (a client sending one
-  byte of a 1,000-byte body no longer holds a connection and a handler for ever). One sweeper per worker
-  cancels the reads past their deadline, rather than a timer per read: on every request's path, a timer
-  cost more than the rest of this guard, and a body deadline needs no better than half a second;
-- at most ``max_in_progress`` requests are in progress in a worker; one more is answered 503 with
-  ``Retry-After`` and ``Connection: close`` at once, before anything is read.
+keep-alive and silent connections; gateway/__main__.py) but has no deadline for the body (and no cap on
+connections: gateway/requestcap.py; docs/slow-clients.md). So every ``receive()`` until the body is complete
+is bounded by one deadline from the request's start; past it the answer is 408 with ``Connection: close``
+and the server closes the connection (a client sending one byte of a 1,000-byte body no longer holds a
+connection and a handler for ever). One sweeper per worker cancels the reads past their deadline, rather
+than a timer per read: on every request's path, a timer cost more than the rest of this guard, and a body
+deadline needs no better than half a second.
 """
 
 from __future__ import annotations
@@ -19,44 +16,24 @@ import asyncio
 import contextvars
 from typing import Any
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+from litestar.types import HTTPScope, Receive, ReceiveMessage, Send
 
 from gateway.errors import ApiError, ErrorKind
-from gateway.framing import Render, answer
+from gateway.layers import HttpApp
 
-CLOSE = {"Connection": "close"}
 SWEEP_S = 0.5  # how often reads past their deadline are looked for (at most a quarter of the deadline)
 
 
-class SlowClients:
-    def __init__(self, app: ASGIApp, *, body_timeout_s: float, max_in_progress: int, render: Render) -> None:
+class BodyDeadline:
+    def __init__(self, app: HttpApp, *, timeout_s: float) -> None:
         self._app = app
-        self._timeout_s = body_timeout_s
-        self._max = max_in_progress
-        self._render = render
-        self._in_progress = 0
+        self._timeout_s = timeout_s
         self._reading: dict[asyncio.Task[Any], float] = {}  # tasks waiting for body bytes: their deadline
         self._overdue: set[asyncio.Task[Any]] = set()  # of those, the ones the sweeper cancelled
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self._app(scope, receive, send)
-            return
-        if self._in_progress >= self._max:
-            busy = ApiError(
-                ErrorKind.OVERLOADED,
-                "the gateway has too many requests in progress; retry shortly",
-                headers={"Retry-After": "1", **CLOSE},
-            )
-            await answer(send, self._render(busy))
-            return
-        self._in_progress += 1
-        try:
-            await self._app(scope, self._bounded(receive), send)
-        finally:
-            self._in_progress -= 1
+    async def __call__(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        await self._app(scope, self._bounded(receive), send)
 
     def _bounded(self, receive: Receive) -> Receive:
         deadline = asyncio.get_running_loop().time() + self._timeout_s
@@ -82,7 +59,7 @@ class SlowClients:
                 raise ApiError(
                     ErrorKind.REQUEST_TIMEOUT,
                     f"the request body did not arrive within {self._timeout_s:g} s",
-                    headers=dict(CLOSE),
+                    headers={"Connection": "close"},
                 ) from None
             finally:
                 del reading[task]

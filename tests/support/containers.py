@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.procs import ROOT, free_port
+from tests.support.procs import ROOT, free_port
 
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "scripts" / "podman" / "containers.conf")}
 READY_BUDGET_S = 420.0  # vLLM's cold start in a fresh container (torch compile), on a busy 2-core machine

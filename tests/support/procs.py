@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -145,9 +145,10 @@ def gateway_service(port: int, log_path: Path, env: Mapping[str, str]) -> Servic
 
 
 def start_gateway(name: str, artifacts: Path, env: Mapping[str, str]) -> tuple[Service, str]:
-    """A gateway on a free port, logging to ``<artifacts>/gateway-<name>.log``, once it answers /health."""
+    """A gateway on a free port, logging to ``<artifacts>/gateway-<name>.log`` (``gateway.log`` for the
+    session's, name ""), once it answers /health; stopped again if it does not."""
     port = free_port()
-    service = gateway_service(port, artifacts / f"gateway-{name}.log", env)
+    service = gateway_service(port, artifacts / (f"gateway-{name}.log" if name else "gateway.log"), env)
     service.start()
     assert service.proc is not None
     url = f"http://127.0.0.1:{port}"

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.procs import ROOT
+from tests.support.procs import ROOT
 
 CONTAINERFILE = ROOT / "Containerfile"
 
