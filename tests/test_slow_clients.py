@@ -49,7 +49,7 @@ def test_a_slowloris_is_closed_within_the_deadlines_while_normal_requests_are_se
         assert outcome.refused == 0, outcome.mode
         assert outcome.opened == CONNECTIONS, outcome.mode
         assert outcome.open_at(deadline + SLACK_S) == 0, f"{outcome.mode}: {outcome.open_at(1e9)} still open"
-        assert min(outcome.closed_after) >= deadline - 0.5, f"{outcome.mode} closed before its deadline"
+        assert min(outcome.lived) >= deadline - 0.5, f"{outcome.mode} closed before its deadline"
         statuses = [status for status, _ in outcome.probes]
         assert len(statuses) >= ATTACK_S, outcome.mode  # one every 0.5 s, each answered
         assert set(statuses) == {200}, (outcome.mode, statuses)

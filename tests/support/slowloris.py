@@ -28,7 +28,9 @@ class Outcome:
     mode: Mode
     opened: int = 0
     refused: int = 0  # could not connect at all
-    closed_after: list[float] = field(default_factory=list)  # seconds from connected to the server's close
+    # Seconds until the server's close, by two clocks that bracket the server's own (it starts at accept):
+    closed_after: list[float] = field(default_factory=list)  # from our connect() returning: the upper bounds
+    lived: list[float] = field(default_factory=list)  # from our connect() call: the lower bound
     probes: list[tuple[int, float]] = field(default_factory=list)  # (status, seconds) of normal requests
 
     def open_at(self, seconds: float) -> int:
@@ -46,10 +48,19 @@ def _request(path: str, body: bytes, key: str, *, content_length: int | None = N
 
 async def _hold(
     host: str, port: int, mode: Mode, key: str, duration: float, trickle_s: float
-) -> float | None:
-    """One attacking connection; seconds until the server closed it (None: still open at the end)."""
+) -> tuple[float, float] | None:
+    """One attacking connection; seconds until the server closed it, from our connect() call and from its
+    return (None: still open at the end). The server's timer starts at accept, which lies between the two:
+    after the call, and after the return too where SYN retries delay the accept, but before the return
+    where this loop is slow to resume us (a busy machine; 500 connections in one loop)."""
+    called = time.monotonic()
     reader, writer = await asyncio.open_connection(host, port)
-    started = time.monotonic()  # the server's timers start at accept, not at our connect() (SYN retries)
+    started = time.monotonic()
+
+    def closed() -> tuple[float, float]:
+        now = time.monotonic()
+        return now - called, now - started
+
     try:
         if mode == "headers":
             writer.write(b"POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
@@ -68,10 +79,10 @@ async def _hold(
                     await writer.drain()
                 continue
             if not data:  # the server closed the connection
-                return time.monotonic() - started
+                return closed()
         return None
     except (ConnectionError, OSError):
-        return time.monotonic() - started
+        return closed()
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
@@ -125,5 +136,7 @@ async def attack(
             continue
         outcome.opened += 1
         if result is not None:
-            outcome.closed_after.append(result)
+            lived, closed_after = result
+            outcome.lived.append(lived)
+            outcome.closed_after.append(closed_after)
     return outcome
