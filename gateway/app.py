@@ -39,6 +39,7 @@ from gateway.shedding import Shedder
 from gateway.tokens import PromptBudget
 from gateway.unreadbody import UnreadBody
 from gateway.upstream import Upstream
+from model_setup.serving import Precision
 
 _log = structlog.get_logger("gateway")
 
@@ -55,13 +56,14 @@ def create_app(settings: Settings) -> Litestar:
         interval_s=settings.api_keys_reload_s,
         on_reload=metrics.key_reloaded if metrics else None,
     )
+    precision = settings.precision()
     budget = PromptBudget.from_model_dir(settings.model_dir, max_model_len=settings.max_model_len)
     upstream = Upstream(settings)
     limiter = Limiter(_limit_store(settings), fail_open=settings.redis_failure_mode == "open")
-    cache = _score_cache(settings)
+    cache = _score_cache(settings, precision)
     neutraliser = Neutraliser.for_prompt(budget.tokenizer)
     reranker = Reranker(settings, upstream, budget, limiter, cache, neutraliser=neutraliser, shedder=shedder)
-    api = RerankApi(settings, keyring, reranker)
+    api = RerankApi(settings, keyring, reranker, precision)
     document = openapi(title="product-rerank", version=package_version(), limits=_limits(settings))
 
     @asynccontextmanager
@@ -162,7 +164,7 @@ def _shedder(settings: Settings) -> Shedder | None:
     )
 
 
-def _score_cache(settings: Settings) -> ScoreCache:
+def _score_cache(settings: Settings, precision: Precision) -> ScoreCache:
     shared = None
     if settings.score_cache_redis_ttl_s > 0 and settings.redis_url is not None:  # Settings ensures the URL
         shared = SharedTier(
@@ -171,7 +173,7 @@ def _score_cache(settings: Settings) -> ScoreCache:
             timeout_s=settings.redis_timeout_s,
         )
     return ScoreCache(
-        identity=model_identity(settings.model_dir, settings.served_model_name, settings.dtype),
+        identity=model_identity(settings.model_dir, settings.served_model_name, precision),
         max_bytes=settings.score_cache_max_bytes,
         scope=settings.score_cache_scope,
         shared=shared,

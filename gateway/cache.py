@@ -35,6 +35,7 @@ import structlog
 
 from gateway.upstream import Scores
 from model_setup.fetch import MANIFEST_NAME
+from model_setup.serving import Precision
 
 # vLLM's scores (and its token total) for the texts given, in their order
 Fetch = Callable[[list[str]], Awaitable[Scores]]
@@ -57,16 +58,17 @@ SHARED_RETRY_S = 5.0  # after a Redis failure, the shared tier is skipped for th
 SHARED_WRITES_PENDING = 64  # background write batches at once; beyond this a batch is dropped (it is a cache)
 
 
-def model_identity(model_dir: Path, served_model_name: str, dtype: str) -> bytes:
+def model_identity(model_dir: Path, served_model_name: str, precision: Precision) -> bytes:
     """What scores depend on besides the text: the weights (the snapshot's manifest, which pins the revision
-    and every file's sha256; without one, config and tokenizer), the served name and vLLM's dtype."""
+    and every file's sha256; without one, config and tokenizer), the served name and the precision (vLLM's
+    dtype and quantisation)."""
     digest = hashlib.sha256()
     manifest = model_dir / MANIFEST_NAME
     sources = [manifest] if manifest.is_file() else [model_dir / "config.json", model_dir / "tokenizer.json"]
     for path in sources:
         if path.is_file():
             digest.update(path.read_bytes())
-    for part in (served_model_name, dtype):
+    for part in (served_model_name, precision.dtype, precision.quantization):
         digest.update(len(part).to_bytes(4, "little") + part.encode())
     return digest.digest()
 

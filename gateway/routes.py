@@ -42,16 +42,33 @@ from gateway.schemas import (
 from gateway.settings import Settings
 from gateway.upstream import Upstream
 from gateway.workerstate import read_state as read_workers_state
+from model_setup.serving import Precision
 
 T = TypeVar("T")
 JSON = "application/json"
 
 
 class RerankApi:
-    def __init__(self, settings: Settings, keyring: KeyWatch, reranker: Reranker) -> None:
+    def __init__(
+        self, settings: Settings, keyring: KeyWatch, reranker: Reranker, precision: Precision
+    ) -> None:
         self._settings = settings
         self._keyring = keyring
         self._reranker = reranker
+        # Every name (the served one, then the aliases) is the same model in the same precision.
+        self._models = msgspec.json.encode(
+            ModelList(
+                data=[
+                    ModelCard(
+                        id=name,
+                        root=settings.served_model_name,
+                        dtype=precision.dtype,
+                        quantization=precision.quantization or None,
+                    )
+                    for name in settings.model_names
+                ]
+            )
+        )
 
     @property
     def fast_routes(self) -> dict[str, Route]:
@@ -148,9 +165,7 @@ class RerankApi:
 
     def models(self, authorization: str) -> bytes:
         self.authenticate(authorization)
-        return msgspec.json.encode(
-            ModelList(data=[ModelCard(id=name) for name in self._settings.model_names])
-        )
+        return self._models
 
 
 def handlers(

@@ -205,10 +205,15 @@ class JinaRerankResponse(msgspec.Struct):
 
 
 class ModelCard(msgspec.Struct):
+    """One name requests may use; ``root`` is the model it serves, in vLLM's ``dtype`` and
+    ``quantization`` (vLLM's online scheme, or the checkpoint's own; null for none)."""
+
     id: str
     object: str = "model"
     owned_by: str = "product-rerank"
     root: str | None = None
+    dtype: str | None = None
+    quantization: str | None = None
 
 
 class ModelList(msgspec.Struct):

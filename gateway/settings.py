@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from gateway.limits import MAX_PER_MINUTE, KeyLimits
 from model_setup import defaults
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
+from model_setup.serving import Precision
 
 DOCUMENTS_CEILING = 10_000
 # A field's json_schema_extra for what the program sets itself: in no table for operators.
@@ -91,6 +92,13 @@ class Settings(BaseSettings):
     dtype: str = Field(
         default=defaults.DTYPE,
         description="vLLM's `--dtype`; part of the score cache's key (a new dtype, new scores)",
+    )
+    quantization: str = Field(
+        default=defaults.QUANTIZATION,
+        description="vLLM's online quantisation: `fp8` (FP8 compute from Ada; Ampere: FP8 weights only); "
+        "empty: none, and a checkpoint with its own `quantization_config` is served as it declares. Part "
+        "of the score cache's key",
+        json_schema_extra={"shown": "(none)"},
     )
 
     # API keys: lines of "<key-id> sha256:<hex>", from a mounted file and/or the environment
@@ -205,6 +213,13 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("quantization")
+    @classmethod
+    def _online_quantization(cls, value: str) -> str:
+        if value and value not in defaults.ONLINE_QUANTIZATIONS:
+            raise ValueError(f"must be one of {', '.join(defaults.ONLINE_QUANTIZATIONS)} or empty")
+        return value
+
     @field_validator("upstream_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -214,6 +229,7 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if not (self.model_dir / "tokenizer.json").is_file():
             raise ValueError(f"model_dir {self.model_dir} has no tokenizer.json")
+        self.precision()  # RERANK_QUANTIZATION on a quantised checkpoint: refused before anything starts
         if self.api_keys_file is None and self.api_keys is None:
             raise ValueError("no API keys configured: set RERANK_API_KEYS_FILE or RERANK_API_KEYS")
         if self.workers > 1 and self.rate_limit_store == "memory":
@@ -235,6 +251,10 @@ class Settings(BaseSettings):
                 "max_query_tokens may be at most half of max_model_len: the rest is for documents"
             )
         return self
+
+    def precision(self) -> Precision:
+        """What the served scores are computed in (reads the model's config.json)."""
+        return Precision.of(self.model_dir, dtype=self.dtype, online=self.quantization)
 
     @property
     def model_names(self) -> tuple[str, ...]:

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  # one return p
         return _publish(ns)
     try:
         options = VllmOptions.from_env(os.environ, model_dir=ns.model_dir)
+        options.precision()  # an impossible combination fails here, before vLLM loads anything
     except ValueError as exc:
         print(f"model_setup: {exc}", file=sys.stderr)
         return 2

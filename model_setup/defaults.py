@@ -14,6 +14,11 @@ from typing import Final
 SERVED_MODEL_NAME: Final = "qwen3-reranker-4b"
 MAX_MODEL_LEN: Final = 8192
 DTYPE: Final = "auto"
+# vLLM's online quantisation the container offers (RERANK_QUANTIZATION): FP8 weights and activations, where
+# the GPU has FP8 (Ada, Hopper, Blackwell; Ampere gets FP8 weights only). "" is none: a checkpoint that
+# declares its own quantization_config is served as it declares.
+QUANTIZATION: Final = ""
+ONLINE_QUANTIZATIONS: Final = ("fp8",)
 VLLM_HOST: Final = "127.0.0.1"  # loopback: only the gateway talks to vLLM (the entrypoint insists)
 VLLM_PORT: Final = 8001
 DEVICE: Final = "cuda"

@@ -209,8 +209,9 @@ def _load_json(path: Path) -> Any:
         raise FetchError(f"{path.name} is not readable JSON: {exc}") from None
 
 
-def check_config(path: Path) -> None:
-    """The config must be the Qwen3 causal LM that vLLM's Qwen3-Reranker overrides convert."""
+def check_config(path: Path) -> Quantization | None:
+    """The config must be the Qwen3 causal LM that vLLM's Qwen3-Reranker overrides convert, and, when the
+    checkpoint is quantised, in a scheme that keeps ``lm_head`` unquantised; returns that scheme."""
     config = _load_json(path)
     if not isinstance(config, dict):
         raise FetchError("config.json is not a JSON object")
@@ -221,6 +222,100 @@ def check_config(path: Path) -> None:
             f"config.json describes model_type {model_type!r} with architectures {architectures}: serving "
             f"needs a Qwen3-Reranker checkpoint (model_type {MODEL_TYPE!r}, {ARCHITECTURE})"
         )
+    quantization = checkpoint_quantization(config)
+    if quantization is not None and quantization.lm_head_quantized:
+        raise FetchError(
+            f"config.json quantises lm_head ({quantization.scheme}): the reranker's score is read from "
+            f"lm_head's {' and '.join(repr(t) for t in CLASSIFIER_TOKENS)} rows, so a quantised lm_head "
+            "moves every score; use a checkpoint that keeps lm_head in 16 bits"
+        )
+    return quantization
+
+
+# --- quantised checkpoints ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """The scheme a checkpoint's ``quantization_config`` declares (vLLM serves it as declared)."""
+
+    method: str  # vLLM's name for it: compressed-tensors, awq, gptq, fp8, modelopt
+    scheme: str  # for people: "compressed-tensors W8A8 int (lm_head kept)"
+    lm_head_quantized: bool
+
+
+# The methods whose configs say whether lm_head is quantised; any other is refused, as nothing could vouch
+# that the rows the score is read from are intact.
+QUANTIZATION_METHODS: Final = ("compressed-tensors", "awq", "gptq", "fp8", "modelopt")
+
+
+def checkpoint_quantization(config: Mapping[str, Any]) -> Quantization | None:
+    """The checkpoint's declared quantisation, None for a 16/32-bit checkpoint. Raises FetchError for a
+    ``quantization_config`` this cannot read."""
+    declared = config.get("quantization_config")
+    if declared is None:
+        return None
+    if not isinstance(declared, dict):
+        raise FetchError("config.json's quantization_config is not a JSON object")
+    method = str(declared.get("quant_method", "")).lower()
+    if method == "compressed-tensors":
+        return _compressed_tensors(declared)
+    if method in ("awq", "gptq"):  # AutoAWQ never quantises lm_head; GPTQModel's `lm_head: true` does
+        scheme = f"{method.upper()} W{declared.get('bits', '?')}A16 g{declared.get('group_size', '?')}"
+        return _named(method, scheme, method == "gptq" and bool(declared.get("lm_head", False)))
+    if method == "fp8":  # what stays in 16 bits is listed; lm_head among them or it was quantised
+        kept = declared.get("ignored_layers") or []
+        scheme = f"FP8 W8A8, {declared.get('activation_scheme', 'dynamic')} activations"
+        return _named(method, scheme, not _lists_lm_head(kept))
+    if method == "modelopt":
+        kept = declared.get("exclude_modules") or declared.get("ignore") or []
+        return _named(method, f"ModelOpt {declared.get('quant_algo', '?')}", not _lists_lm_head(kept))
+    raise FetchError(
+        f"config.json's quantization_config has quant_method {method or 'none'!r}; model_setup can check "
+        f"that lm_head is kept unquantised only for {', '.join(QUANTIZATION_METHODS)}"
+    )
+
+
+def _named(method: str, scheme: str, lm_head_quantized: bool) -> Quantization:
+    kept = "lm_head quantised" if lm_head_quantized else "lm_head kept"
+    return Quantization(method=method, scheme=f"{scheme} ({kept})", lm_head_quantized=lm_head_quantized)
+
+
+def _compressed_tensors(declared: Mapping[str, Any]) -> Quantization:
+    """llm-compressor's format: groups of layers (``targets``) with weight and activation arguments; the
+    ``ignore`` list keeps layers in 16 bits. Targets and ignores are module names, class names or ``re:``
+    patterns; lm_head is a ``Linear`` named ``lm_head``."""
+    groups = declared.get("config_groups")
+    if not isinstance(groups, dict) or not groups:
+        raise FetchError("config.json's compressed-tensors quantization_config has no config_groups")
+    ignore = declared.get("ignore") or []
+    schemes, lm_head = [], False
+    for group in groups.values():
+        if not isinstance(group, dict):
+            raise FetchError("config.json's compressed-tensors config_groups holds a non-object")
+        weights = group.get("weights") or {}
+        activations = group.get("input_activations") or {}
+        bits = f"W{weights.get('num_bits', 16)}A{activations.get('num_bits', 16)}"
+        schemes.append(f"{bits} {weights.get('type', 'int')}")
+        targets = group.get("targets") or []
+        lm_head = lm_head or (_matches_lm_head(targets) and not _lists_lm_head(ignore))
+    return _named("compressed-tensors", f"compressed-tensors {', '.join(sorted(set(schemes)))}", lm_head)
+
+
+def _matches_lm_head(names: Iterable[object]) -> bool:
+    return any(name == "Linear" for name in names) or _lists_lm_head(names)
+
+
+def _lists_lm_head(names: Iterable[object]) -> bool:
+    """Whether a list of module names or ``re:`` patterns names the top-level ``lm_head``."""
+    for name in names:
+        text = str(name)
+        if text.startswith("re:"):  # matched from the start, as compressed-tensors matches them
+            if re.match(text.removeprefix("re:"), "lm_head"):
+                return True
+        elif text == "lm_head":
+            return True
+    return False
 
 
 def check_tokenizer(path: Path) -> None:
@@ -275,16 +370,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_snapshot_files(directory: Path, names: Iterable[str]) -> None:
-    """Content checks that need no manifest: no pointers, config, tokenizer, complete safetensors."""
+def _check_snapshot_files(directory: Path, names: Iterable[str]) -> Quantization | None:
+    """Content checks that need no manifest: no pointers, config, tokenizer, complete safetensors; returns
+    the checkpoint's quantisation."""
     for name in names:
         if read_pointer(directory / name) is not None:
             raise FetchError(f"{name} is a Git LFS pointer, not the file: its content was never downloaded")
-    check_config(directory / "config.json")
+    quantization = check_config(directory / "config.json")
     check_tokenizer(directory / "tokenizer.json")
     for name in names:
         if name.endswith(".safetensors"):
             check_safetensors(directory / name)
+    return quantization
 
 
 # --- manifest -------------------------------------------------------------------------------------------
@@ -348,7 +445,7 @@ def verify(directory: Path, *, full: bool = False) -> str:
                 f"{name} is {size} bytes but the manifest says {entry.get('size')}: truncated or replaced"
             )
         total += size
-    _check_snapshot_files(directory, files)
+    quantization = _check_snapshot_files(directory, files)
     if full:
         for name, entry in files.items():
             if sha256_file(directory / name) != entry.get("sha256"):
@@ -356,8 +453,9 @@ def verify(directory: Path, *, full: bool = False) -> str:
                     f"{name} does not match its sha256 in the manifest: the file is corrupt or replaced"
                 )
     revision = str(manifest.get("revision", "?"))
+    scheme = f", {quantization.scheme}" if quantization is not None else ""
     return (
-        f"{directory}: {manifest.get('repo')} @ {revision}, {len(files)} files, {total / 1e9:.2f} GB "
+        f"{directory}: {manifest.get('repo')} @ {revision}{scheme}, {len(files)} files, {total / 1e9:.2f} GB "
         f"({'all hashes checked' if full else 'sizes, pointers, headers, config and tokenizer checked'})"
     )
 
@@ -508,8 +606,10 @@ def _fetch_into(
     _say("fetch", f"revision {source.revision}: pulling {len(meta)} config and tokenizer files")
     _pull(git, meta, pointers)
     _check_no_pointers(checkout, meta)
-    check_config(checkout / "config.json")  # before gigabytes of weights, not after
+    quantization = check_config(checkout / "config.json")  # before gigabytes of weights, not after
     check_tokenizer(checkout / "tokenizer.json")
+    if quantization is not None:
+        _say("fetch", f"a quantised checkpoint: {quantization.scheme}")
 
     weights = _weights(checkout, tree, source)
     size = sum(pointers[name].size for name in weights if name in pointers)

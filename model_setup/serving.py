@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from model_setup import defaults
+from model_setup.fetch import FetchError, checkpoint_quantization
 
 HF_OVERRIDES: Final[dict[str, object]] = {
     "architectures": ["Qwen3ForSequenceClassification"],
@@ -34,6 +35,40 @@ def _device(value: str) -> Device:
     return value  # type: ignore[return-value]  # narrowed by the check above
 
 
+def _quantization(value: str) -> str:
+    if value not in defaults.ONLINE_QUANTIZATIONS:
+        raise ValueError(f"must be one of {', '.join(defaults.ONLINE_QUANTIZATIONS)} or empty, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Precision:
+    """What the served numbers are: vLLM's dtype, and the quantisation, either vLLM's online one
+    (``RERANK_QUANTIZATION``) or the scheme the checkpoint declares. Scores depend on all of it, so it is
+    part of the score cache's key, and ``/v1/models`` and ``rerank_build_info`` say it."""
+
+    dtype: str
+    quantization: str  # "" for none; "fp8 (online)"; or the checkpoint's scheme
+
+    @classmethod
+    def of(cls, model_dir: Path, *, dtype: str, online: str) -> Precision:
+        """Raises ValueError when both ask to quantise: vLLM refuses a second scheme on a quantised
+        checkpoint, so the container says so before loading anything."""
+        try:
+            config = json.loads((model_dir / "config.json").read_text())
+            declared = checkpoint_quantization(config)
+        except (OSError, ValueError, FetchError) as exc:
+            raise ValueError(f"cannot read the model's config.json in {model_dir}: {exc}") from None
+        if declared is not None and online:
+            raise ValueError(
+                f"RERANK_QUANTIZATION={online} asks vLLM to quantise a checkpoint that is already quantised "
+                f"({declared.scheme}): unset it, and the checkpoint is served as it declares"
+            )
+        if online:
+            return cls(dtype, f"{online} (online)")
+        return cls(dtype, declared.scheme if declared is not None else "")
+
+
 # RERANK_* variable -> the field it sets and how its text is read.
 _FROM_ENV: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
     "RERANK_SERVED_MODEL_NAME": ("served_model_name", str),
@@ -41,6 +76,7 @@ _FROM_ENV: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
     "RERANK_VLLM_PORT": ("port", int),
     "RERANK_DEVICE": ("device", _device),
     "RERANK_DTYPE": ("dtype", str),
+    "RERANK_QUANTIZATION": ("quantization", _quantization),
     "RERANK_MAX_MODEL_LEN": ("max_model_len", int),
     "RERANK_GPU_MEMORY_UTILIZATION": ("gpu_memory_utilization", float),
     "RERANK_VLLM_MAX_NUM_SEQS": ("max_num_seqs", int),
@@ -59,6 +95,7 @@ class VllmOptions:
     port: int = defaults.VLLM_PORT
     device: Device = defaults.DEVICE
     dtype: str = defaults.DTYPE
+    quantization: str = defaults.QUANTIZATION  # vLLM's online scheme; the checkpoint's own needs no flag
     max_model_len: int = defaults.MAX_MODEL_LEN
     gpu_memory_utilization: float = defaults.GPU_MEMORY_UTILIZATION
     max_num_seqs: int | None = None
@@ -80,6 +117,9 @@ class VllmOptions:
                     raise ValueError(f"{variable}: {exc}") from None
         return cls(model_dir=Path(dir_value), **given)  # type: ignore[arg-type]  # parsed per field above
 
+    def precision(self) -> Precision:
+        return Precision.of(self.model_dir, dtype=self.dtype, online=self.quantization)
+
     def args(self) -> list[str]:
         """vLLM's OpenAI server arguments (without the program name)."""
         args = [
@@ -98,6 +138,10 @@ class VllmOptions:
             "--scheduling-policy", "priority",
             # Stats stay on: they are vLLM's Prometheus metrics (vllm:*), which the gateway re-exports.
         ]  # fmt: skip
+        # A checkpoint's own quantization_config needs no flag: vLLM reads it and picks its fastest kernel
+        # (naming it, say `gptq`, would force the slow one over `gptq_marlin`).
+        if self.quantization:
+            args += ["--quantization", self.quantization]
         if self.device == "cuda":
             args += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
         if self.max_num_seqs is not None:

@@ -24,6 +24,7 @@ from tests.support.procs import (
     free_port,
     vllm_service,
 )
+from tests.support.quantise import write_quantised
 from tests.support.reference import CardReranker
 from tests.support.stack import (
     SERVED_NAME,
@@ -71,6 +72,16 @@ def model_dir() -> Path:
     path = Path(os.environ.get("RERANK_TEST_MODEL_DIR", ROOT / "var" / "models" / "tiny"))
     if not (path / "config.json").is_file():
         pytest.fail(f"tiny test model missing at {path}: run `make test` (it runs scripts/setup.sh)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def quantised_model_dir(model_dir: Path) -> Path:
+    """The tiny model in INT8 W8A8 (compressed-tensors, lm_head kept), made once beside it; readable by the
+    containers' uids, which mount it as a shop mounts a snapshot volume."""
+    path = write_quantised(model_dir, model_dir.with_name(f"{model_dir.name}-w8a8"))
+    for item in (path, *path.iterdir()):
+        item.chmod(0o755 if item.is_dir() else 0o644)
     return path
 
 

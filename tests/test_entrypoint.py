@@ -105,6 +105,7 @@ def error_event(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
         ({"RERANK_PYTHON": "/nonexistent/python"}, "RERANK_PYTHON=/nonexistent/python does not run"),
         ({"RERANK_MAX_DOCUMENTS": "0"}, "gateway: invalid configuration: RERANK_MAX_DOCUMENTS"),
         ({"RERANK_MAX_MODEL_LEN": "lots"}, "vLLM settings: "),
+        ({"RERANK_QUANTIZATION": "int4"}, "RERANK_QUANTIZATION: must be one of fp8 or empty, not 'int4'"),
     ],
 )
 def test_a_wrong_input_fails_fast_with_its_message(
@@ -169,14 +170,16 @@ def test_cuda_mode_without_a_gpu(model_dir: Path, keys: Keys) -> None:
     )
 
 
-def fake_nvidia_smi(directory: Path, driver: str) -> str:
-    """A PATH holding an nvidia-smi that reports one GPU with ``driver``."""
+def fake_nvidia_smi(directory: Path, driver: str, compute_cap: str = "8.6") -> str:
+    """A PATH holding an nvidia-smi that reports one GPU with ``driver`` (an A10G: compute capability
+    8.6, unless ``compute_cap`` says otherwise)."""
     directory.mkdir(exist_ok=True)
     tool = directory / "nvidia-smi"
     tool.write_text(
         "#!/bin/sh\n"
         'case "$1" in -L) echo "GPU 0: NVIDIA A10G (UUID: GPU-0000)";;'
-        f" --query-gpu=driver_version) echo {driver};; esac\n"
+        f" --query-gpu=driver_version) echo {driver};;"
+        f" --query-gpu=compute_cap) echo {compute_cap};; esac\n"
     )
     tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
     return f"{directory}{os.pathsep}{os.environ['PATH']}"
@@ -201,6 +204,73 @@ def test_an_r535_driver_is_refused_unless_forward_compatibility_is_on(
         assert "driver 535.104.05; GPU 0: NVIDIA A10G" in run.log_text()
     finally:
         run.close()
+
+
+@pytest.mark.parametrize(
+    ("compute_cap", "refused", "weights_only"),
+    [("7.5", True, False), ("8.6", False, True), ("8.9", False, False), ("9.0", False, False)],
+)
+def test_fp8_reaches_vllm_where_the_gpu_has_it(
+    model_dir: Path, keys: Keys, tmp_path: Path, compute_cap: str, refused: bool, weights_only: bool
+) -> None:
+    """RERANK_QUANTIZATION=fp8 becomes vLLM's `--quantization fp8`. A Turing GPU (7.5) has no FP8 kernel
+    in vLLM: refused before vLLM loads; Ampere (8.x) keeps FP8 weights only, which the log says; Ada (8.9)
+    and Hopper (9.0) compute in FP8."""
+    path = fake_nvidia_smi(tmp_path / "bin", "580.65.06", compute_cap)
+    if refused:
+        result = run_to_exit(
+            base_env(model_dir, keys, RERANK_DEVICE="cuda", PATH=path, RERANK_QUANTIZATION="fp8")
+        )
+        assert result.returncode == 64
+        message = error_event(result)["message"]
+        assert (
+            "RERANK_QUANTIZATION=fp8 needs an Ampere or newer GPU (compute capability 8.0+); "
+            f"this one is {compute_cap}" in message
+        )
+        return
+    env = stub_env(model_dir, keys, tmp_path, RERANK_DEVICE="cuda", PATH=path, RERANK_QUANTIZATION="fp8")
+    run = EntrypointRun(env, tmp_path / "fp8.log")
+    try:
+        wait_for_line(run, '"event":"ready"', 30)
+        log = run.log_text()
+    finally:
+        run.close()
+    (command,) = (
+        json.loads(line)["message"] for line in log.splitlines() if '"event":"vllm_command"' in line
+    )
+    assert "--quantization fp8" in command
+    assert ('"event":"fp8_weights_only"' in log) is weights_only
+
+
+def test_a_quantised_checkpoint_is_served_as_it_declares(
+    quantised_model_dir: Path, keys: Keys, tmp_path: Path
+) -> None:
+    """A checkpoint with its own quantization_config reaches vLLM as its directory and nothing else: vLLM
+    reads the scheme (and picks its fastest kernel for it). Asking vLLM to quantise it again is refused."""
+    env = stub_env(quantised_model_dir, keys, tmp_path)
+    run = EntrypointRun(env, tmp_path / "quantised.log")
+    try:
+        wait_for_line(run, '"event":"ready"', 30)
+        log = run.log_text()
+    finally:
+        run.close()
+    verified = next(
+        json.loads(line)["message"] for line in log.splitlines() if '"event":"model_verified"' in line
+    )
+    assert "compressed-tensors W8A8 int (lm_head kept)" in verified
+    (command,) = (
+        json.loads(line)["message"] for line in log.splitlines() if '"event":"vllm_command"' in line
+    )
+    assert f"--model {quantised_model_dir} " in command
+    assert "--quantization" not in command
+
+    result = run_to_exit(base_env(quantised_model_dir, keys, RERANK_QUANTIZATION="fp8"))
+    assert result.returncode == 64
+    assert error_event(result)["message"] == (
+        "vLLM settings: model_setup: RERANK_QUANTIZATION=fp8 asks vLLM to quantise a checkpoint that is already "
+        "quantised (compressed-tensors W8A8 int (lm_head kept)): unset it, and the checkpoint is served as "
+        "it declares"
+    )
 
 
 # --- supervision, with stub children (seconds, no model) -------------------------------------------------

@@ -107,7 +107,12 @@ def test_requests_are_counted_by_route_status_and_key(gateway: Gateway, api_keys
     assert bounds == {*LATENCY_BUCKETS, float("inf")}
     assert {0.0001, 0.00025, 0.0005, 0.00075} <= bounds
     assert value(after, "rerank_requests_in_flight") == 0
-    build = {"served_model": "qwen3-reranker-4b", "model_revision": "random-seed-0"}
+    build = {
+        "served_model": "qwen3-reranker-4b",
+        "model_revision": "random-seed-0",
+        "dtype": "float32",
+        "quantization": "none",
+    }
     assert value(after, "rerank_build_info", **build) == 1
 
 

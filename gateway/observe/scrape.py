@@ -27,6 +27,7 @@ from gateway import package_version
 from gateway.observe.metrics import WORKER_FILE
 from gateway.workerstate import read_state
 from model_setup.fetch import FetchError, read_manifest
+from model_setup.serving import Precision
 
 VLLM_PREFIX = "vllm:"
 VLLM_SCRAPE_TIMEOUT_S = 2.0  # well inside Prometheus's default 10 s scrape timeout
@@ -60,19 +61,21 @@ class VllmMetrics(Collector):
 
 
 class BuildInfo(Collector):
-    def __init__(self, served_model: str, model_dir: Path) -> None:
+    def __init__(self, served_model: str, model_dir: Path, precision: Precision) -> None:
         package = package_version()
         try:
             revision = str(read_manifest(model_dir).get("revision") or "unknown")
         except FetchError:  # a directory not made by model_setup (tests' tiny model has a manifest)
             revision = "unknown"
-        self._labels = [package, served_model, revision]
+        quantization = precision.quantization or "none"
+        self._labels = [package, served_model, revision, precision.dtype, quantization]
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
             "rerank_build_info",
-            "Always 1; the labels say what is running: gateway version, served model name, model revision.",
-            labels=["version", "served_model", "model_revision"],
+            "Always 1; the labels say what is running: gateway version, served model name, model revision, "
+            "vLLM's dtype and the quantisation (vLLM's online scheme or the checkpoint's own).",
+            labels=["version", "served_model", "model_revision", "dtype", "quantization"],
         )
         info.add_metric(self._labels, 1)
         yield info

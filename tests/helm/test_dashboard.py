@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway.observe.metrics import Metrics
 from gateway.observe.scrape import BuildInfo, VllmMetrics
+from model_setup.serving import Precision
 from tests.helm.chart import DASHBOARD
 
 pytestmark = pytest.mark.unit
@@ -63,7 +64,7 @@ def gateway_series() -> frozenset[str]:
     taken from the collectors themselves (vLLM unreachable here, so only the up gauge comes from it)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Metrics(lambda: 0))
-    registry.register(BuildInfo("qwen3-reranker-4b", Path("/nonexistent")))
+    registry.register(BuildInfo("qwen3-reranker-4b", Path("/nonexistent"), Precision("auto", "")))
     registry.register(VllmMetrics("http://127.0.0.1:1", timeout_s=1))
     names: set[str] = set()
     for family in registry.collect():

@@ -151,6 +151,7 @@ def test_autoscaling_bounds_must_be_ordered() -> None:
         ({}, ['service.port="http"'], "service.port: Invalid type. Expected: integer"),
         ({}, ['model.aliases="rerank-v3.5"'], "model.aliases: Invalid type. Expected: array"),
         ({"device": "gpu"}, [], "device: device must be one of the following"),
+        ({"model.quantization": "int4"}, [], "model.quantization: model.quantization must be one of the"),
         (
             {"gateway.logLevel": "verbose"},
             [],
@@ -196,6 +197,7 @@ def test_autoscaling_bounds_must_be_ordered() -> None:
         "port-as-string",
         "aliases-as-string",
         "device-enum",
+        "quantization-enum",
         "log-level-enum",
         "short-digest",
         "failure-mode-enum",

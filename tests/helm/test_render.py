@@ -279,6 +279,7 @@ def test_gateway_settings_come_from_values(variant: Variant) -> None:
         "RERANK_SERVED_MODEL_NAME": "qwen3-reranker-4b",
         "RERANK_MODEL_ALIASES": "rerank-v3.5,rerank-english-v3.0",
         "RERANK_DTYPE": "bfloat16",
+        "RERANK_QUANTIZATION": "fp8",
         "RERANK_MAX_MODEL_LEN": "8192",
         "RERANK_GPU_MEMORY_UTILIZATION": "0.85",
         "RERANK_MODEL_DIR": "/models/qwen3-reranker-4b",
@@ -311,6 +312,7 @@ def test_unset_gateway_settings_keep_the_gateway_defaults(variant: Variant) -> N
         "RERANK_DEFAULT_INSTRUCTION",
         "RERANK_MODEL_DIR",
         "RERANK_DEFAULT_RPM",
+        "RERANK_QUANTIZATION",
     ):
         assert name not in env
     assert env["RERANK_RATE_LIMIT_STORE"]["value"] == "memory"
