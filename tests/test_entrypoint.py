@@ -105,6 +105,10 @@ def error_event(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
         ({"RERANK_PYTHON": "/nonexistent/python"}, "RERANK_PYTHON=/nonexistent/python does not run"),
         ({"RERANK_MAX_DOCUMENTS": "0"}, "gateway: invalid configuration: RERANK_MAX_DOCUMENTS"),
         ({"RERANK_MAX_MODEL_LEN": "lots"}, "vLLM settings: "),
+        (
+            {"RERANK_MODEL_SIZE": "4b"},
+            "holds tiny, not the 4b model (Qwen/Qwen3-Reranker-4B) the size declares",
+        ),
     ],
 )
 def test_a_wrong_input_fails_fast_with_its_message(
@@ -121,6 +125,21 @@ def test_a_wrong_input_fails_fast_with_its_message(
     assert result.returncode == 64, result.stderr
     assert message in error_event(result)["message"]
     assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(
+    ("given", "served"),
+    [({}, "qwen3-reranker-tiny"), ({"RERANK_SERVED_MODEL_NAME": "search-ranker"}, "search-ranker")],
+)
+def test_the_served_name_is_the_snapshot_s_unless_given(
+    given: dict[str, str], served: str, model_dir: Path, keys: Keys
+) -> None:
+    """Named before vLLM's arguments are built (here they are refused, so nothing starts)."""
+    result = run_to_exit(base_env(model_dir, keys, RERANK_MAX_MODEL_LEN="lots", **given))
+    assert result.returncode == 64, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    verified = next(event for event in events if event["event"] == "model_verified")
+    assert verified["message"].endswith(f"; served as {served}")
 
 
 def test_an_unverified_model_dir_is_refused(model_dir: Path, keys: Keys, tmp_path: Path) -> None:

@@ -86,7 +86,8 @@ def test_the_image_keeps_the_gpu_contract_but_where_the_flavour_says(image: str)
     assert config["StopSignal"] == "SIGTERM"
     labels: dict[str, str] = config["Labels"]  # type: ignore[assignment]
     assert labels["org.opencontainers.image.base.name"] == "docker.io/library/debian:bookworm-slim"
-    assert labels["io.product-rerank.model.repo"] == "file:///ci/model-repo"
+    assert labels["io.product-rerank.model.repo"] == "file:///ci/hub/qwen3-reranker-tiny"
+    assert labels["io.product-rerank.model.source"] == "huggingface"
 
 
 def test_the_image_imports_every_server_module_from_the_installed_wheel(image: str) -> None:
@@ -172,6 +173,20 @@ def test_the_cohere_sdk_v1_and_v2_rerank_through_the_image(containers: Pair, key
         assert scores == sorted(scores, reverse=True)
         assert all(0.0 <= score <= 1.0 for score in scores)
     assert [r.index for r in ranked.results] == [r.index for r in ranked_v1.results]
+
+
+def test_the_image_serves_its_model_under_the_model_s_own_name(containers: Pair, keys: Keys) -> None:
+    """RERANK_SERVED_MODEL_NAME unset: the entrypoint names the model after its snapshot (the tiny model's
+    local hub, file:///ci/hub/qwen3-reranker-tiny). The gateway lists that name and passes it on to vLLM,
+    which answers only to its --served-model-name: a rerank by that name succeeds only if the two agree."""
+    url = containers.as_10001.url
+    headers = {"authorization": f"Bearer {keys['shop-a']}"}
+    listed = httpx.get(f"{url}/v1/models", headers=headers, timeout=10)
+    assert listed.status_code == 200, listed.text
+    assert next(card["id"] for card in listed.json()["data"]) == "qwen3-reranker-tiny"
+    with cohere.ClientV2(api_key=keys["shop-a"], base_url=url, max_retries=0) as client:
+        response = client.rerank(model="qwen3-reranker-tiny", query=QUERY, documents=DOCS)
+    assert len(response.results) == len(DOCS)
 
 
 def test_metrics_on_the_metrics_port(containers: Pair, keys: Keys) -> None:
