@@ -2,8 +2,9 @@
 # The container's main process (under tini): vLLM on loopback, the gateway on the public port, supervised.
 #
 #   1. Checks its inputs and exits 64 with one clear line if one is wrong: the model directory (verified
-#      by `python -m model_setup verify`), API keys, ports, a visible GPU with a new enough driver (cuda
-#      mode), a writable cache directory.
+#      by `python -m model_setup verify`, and of RERANK_MODEL_SIZE when set), API keys, ports, a visible
+#      GPU with a new enough driver (cuda mode), a writable cache directory. The served name defaults to
+#      the snapshot's (`python -m model_setup served-name`).
 #   2. Starts vLLM on 127.0.0.1 with the arguments from `python -m model_setup serve` and waits for its
 #      /health within RERANK_VLLM_START_TIMEOUT_S; then starts the gateway on RERANK_HOST:RERANK_PORT.
 #   3. SIGTERM/SIGINT: the gateway stops accepting and finishes in-flight requests (up to
@@ -162,7 +163,15 @@ fi
 if ! verified=$("$RERANK_PYTHON" -m model_setup verify $verify_args "$RERANK_MODEL_DIR" 2>&1); then
   die "$(printf '%s\n' "$verified" | tail -n 1)"
 fi
-log info model_verified "$verified"
+# The snapshot's name (model_setup/naming.py), checked against RERANK_MODEL_SIZE when one is declared; it
+# is the served name unless RERANK_SERVED_MODEL_NAME says otherwise, exported so vLLM and the gateway agree.
+if ! named=$("$RERANK_PYTHON" -m model_setup served-name ${RERANK_MODEL_SIZE:+--size "$RERANK_MODEL_SIZE"} \
+  "$RERANK_MODEL_DIR" 2>&1); then
+  die "$(printf '%s\n' "$named" | tail -n 1)"
+fi
+[ -n "${RERANK_SERVED_MODEL_NAME:-}" ] || RERANK_SERVED_MODEL_NAME=$named
+export RERANK_SERVED_MODEL_NAME
+log info model_verified "$verified; served as $RERANK_SERVED_MODEL_NAME"
 
 if [ "$RERANK_DEVICE" = cuda ]; then
   if command -v nvidia-smi >/dev/null 2>&1; then

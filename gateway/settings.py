@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.config import JsonDict
@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.limits import MAX_PER_MINUTE, KeyLimits
 from model_setup import defaults
+from model_setup.fetch import FetchError
+from model_setup.naming import served_name
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
 from model_setup.serving import Precision
 
@@ -70,7 +72,10 @@ class Settings(BaseSettings):
         description="vLLM (the entrypoint sets it)",
     )
     served_model_name: str = Field(
-        default=defaults.SERVED_MODEL_NAME, description="model name vLLM serves and clients may ask for"
+        default="",
+        description="model name vLLM serves and clients may ask for; unset: the snapshot's repository name, "
+        "lower-cased (`qwen3-reranker-0.6b`, `qwen3-reranker-tiny`), as vLLM gets it",
+        json_schema_extra={"shown": "(the snapshot's)"},
     )
     model_aliases: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("rerank-v3.5", "rerank-multilingual-v3.0"),
@@ -213,6 +218,17 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _name_from_the_snapshot(cls, data: Any) -> Any:
+        """Unset: the snapshot's name (model_setup/naming.py), the rule vLLM's options follow."""
+        if isinstance(data, dict) and not data.get("served_model_name") and data.get("model_dir"):
+            try:
+                return {**data, "served_model_name": served_name(Path(data["model_dir"]))}
+            except FetchError:
+                pass  # _check names what is missing
+        return data
+
     @field_validator("quantization")
     @classmethod
     def _online_quantization(cls, value: str) -> str:
@@ -229,6 +245,11 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if not (self.model_dir / "tokenizer.json").is_file():
             raise ValueError(f"model_dir {self.model_dir} has no tokenizer.json")
+        if not self.served_model_name:
+            raise ValueError(
+                f"RERANK_SERVED_MODEL_NAME is unset and {self.model_dir} has no manifest naming its model: "
+                "set it"
+            )
         self.precision()  # RERANK_QUANTIZATION on a quantised checkpoint: refused before anything starts
         if self.api_keys_file is None and self.api_keys is None:
             raise ValueError("no API keys configured: set RERANK_API_KEYS_FILE or RERANK_API_KEYS")

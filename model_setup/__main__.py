@@ -1,5 +1,5 @@
-"""``python -m model_setup``: fetch, verify or publish a snapshot, write the tiny test model, start vLLM,
-print the container's defaults."""
+"""``python -m model_setup``: fetch, verify or publish a snapshot, write the tiny test model, name the model a
+snapshot serves, start vLLM, print the container's defaults."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from model_setup import defaults, fetch, localhub
+from model_setup import defaults, fetch, localhub, naming
 from model_setup.serving import VllmOptions, exec_vllm
 
 
@@ -26,6 +26,20 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  # one return p
     publish.add_argument("snapshot", type=Path)
     publish.add_argument("repo", type=Path)
     publish.add_argument("--branch", default="main")
+
+    served = sub.add_parser(
+        "served-name",
+        help="print the name a snapshot is served under when RERANK_SERVED_MODEL_NAME is unset",
+    )
+    served.add_argument("model_dir", type=Path, nargs="?", default=None, help="default: RERANK_MODEL_DIR")
+    served.add_argument(
+        "--size",
+        default=None,
+        help=f"refuse a snapshot that is not this size's model ({', '.join(fetch.SIZES)})",
+    )
+    served.add_argument(
+        "--repo", default=None, help="name a size, hub name or git URL instead of a snapshot (no directory)"
+    )
 
     for name, text in (
         ("serve", "exec vLLM for the model in RERANK_MODEL_DIR (or --model-dir)"),
@@ -49,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911  # one return p
         return 0
     if ns.command == "publish":
         return _publish(ns)
+    if ns.command == "served-name":
+        return _served_name(ns)
     try:
         options = VllmOptions.from_env(os.environ, model_dir=ns.model_dir)
         options.precision()  # an impossible combination fails here, before vLLM loads anything
@@ -67,6 +83,23 @@ def _publish(ns: argparse.Namespace) -> int:
         print(localhub.publish(ns.snapshot, ns.repo, branch=ns.branch))
     except fetch.FetchError as exc:
         print(f"model_setup publish: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _served_name(ns: argparse.Namespace) -> int:
+    try:
+        if ns.repo is not None:
+            print(naming.model_name(fetch.model_repo(ns.repo)))
+            return 0
+        directory = ns.model_dir or os.environ.get("RERANK_MODEL_DIR")
+        if not directory:
+            raise fetch.FetchError("no model directory: pass one or set RERANK_MODEL_DIR")
+        if ns.size:
+            naming.check_size(Path(directory), ns.size)
+        print(naming.served_name(Path(directory)))
+    except fetch.FetchError as exc:
+        print(f"model_setup served-name: error: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-SERVED_MODEL_NAME: Final = "qwen3-reranker-4b"
 MAX_MODEL_LEN: Final = 8192
 DTYPE: Final = "auto"
 # vLLM's online quantisation the container offers (RERANK_QUANTIZATION): FP8 weights and activations, where
@@ -51,6 +50,11 @@ VARIABLES: Final = (
     Variable("RERANK_VLLM_START_TIMEOUT_S", "900", "budget for vLLM to load and answer `/health`"),
     Variable("RERANK_VLLM_STOP_TIMEOUT_S", "5", "on SIGTERM, after the gateway drained: vLLM's time to stop"),
     Variable("RERANK_MODEL_VERIFY", "quick", "start-up check of the snapshot; `full` rehashes every file"),
+    Variable(
+        "RERANK_MODEL_SIZE",
+        "",
+        "`0.6b`, `4b` or `8b`: the size the snapshot must be (the chart's `model.size`); unset: any model",
+    ),
     Variable("RERANK_MIN_DRIVER_MAJOR", "580", "oldest NVIDIA driver branch the CUDA 13 runtime runs on"),
     Variable(
         "RERANK_CACHE_DIR",

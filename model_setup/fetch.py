@@ -10,6 +10,10 @@ headers, a Qwen3 causal LM config and the ``yes``/``no`` tokens, in well under a
 It does not rehash the weights (``--full`` does): in the image the model is a content-addressed layer that
 ``fetch`` hashed at build time, and hashing 8 GB at every start would add tens of seconds to each restart.
 
+Sources: Hugging Face (``https://huggingface.co/<org>/<name>``, pinned by commit SHA) and ModelScope
+(``https://www.modelscope.cn/models/<org>/<name>.git``, branch ``master``, its own commit history, pinned by
+its own commit SHA or a tag). A model is a size (``0.6b``, ``4b``, ``8b``), a hub name or a git URL.
+
 Standard library only, on purpose: the image's model stage runs this file on its own
 (``python fetch.py fetch ...``) so that editing any other file of the project does not refetch the model.
 """
@@ -35,15 +39,54 @@ from typing import Any, Final, NoReturn
 MANIFEST_NAME: Final = ".rerank-model.json"
 MANIFEST_FORMAT: Final = 1
 
-DEFAULT_HUB: Final = "https://huggingface.co"
-DEFAULT_REPO: Final = "Qwen/Qwen3-Reranker-4B"  # what the GPU image bakes in
-CPU_DEFAULT_REPO: Final = "Qwen/Qwen3-Reranker-0.6B"  # what `scripts/run.sh` serves on a CPU-only host
+# The sizes a shop chooses between (0.6B for edge and low latency, 4B balanced, 8B for quality): the names
+# `fetch --repo`, `scripts/run.sh`, the image's MODEL_REPO and the chart's model.size take.
+SIZES: Final[Mapping[str, str]] = {
+    "0.6b": "Qwen/Qwen3-Reranker-0.6B",
+    "4b": "Qwen/Qwen3-Reranker-4B",
+    "8b": "Qwen/Qwen3-Reranker-8B",
+}
+DEFAULT_SIZE: Final = "4b"  # what the GPU image bakes in
+CPU_DEFAULT_SIZE: Final = "0.6b"  # what `scripts/run.sh` serves on a CPU-only host
+DEFAULT_REPO: Final = SIZES[DEFAULT_SIZE]
+CPU_DEFAULT_REPO: Final = SIZES[CPU_DEFAULT_SIZE]
+
+HUGGINGFACE: Final = "huggingface"
+MODELSCOPE: Final = "modelscope"
+DEFAULT_SOURCE: Final = HUGGINGFACE
+
+
+@dataclass(frozen=True)
+class Hub:
+    """Where a source keeps ``<org>/<name>`` repositories, and what pins it accepts."""
+
+    base: str
+    url_format: str  # {base} and {repo}
+    branch: str | None  # cloned explicitly when the server's HEAD cannot be relied on
+    tags: bool  # whether a tag may pin a revision
+
+
+# ModelScope's default branch is master and a plain clone can fail on its HEAD, so it is cloned by branch.
+SOURCES: Final[Mapping[str, Hub]] = {
+    HUGGINGFACE: Hub("https://huggingface.co", "{base}/{repo}", branch=None, tags=False),
+    MODELSCOPE: Hub("https://www.modelscope.cn", "{base}/models/{repo}.git", branch="master", tags=True),
+}
+
 # Commit SHAs of the hub repositories, pinned so a build never picks up a surprise revision. Each was
 # found pinned in several unrelated public projects (the 4B one also as a Hugging Face cache snapshot
 # directory name); the build still verifies every file against the LFS hashes that commit records.
 PINNED_REVISIONS: Final[Mapping[str, str]] = {
     "Qwen/Qwen3-Reranker-4B": "22e683669bc0f0bd69640a1354a6d0aebcfeede5",
     "Qwen/Qwen3-Reranker-0.6B": "e61197ed45024b0ed8a2d74b80b4d909f1255473",
+    # Pinned in five unrelated public projects, one of them a Hugging Face cache snapshot directory.
+    "Qwen/Qwen3-Reranker-8B": "77d193c791ed757ca307ee72715aa132723da912",
+}
+# ModelScope's own commits (Hugging Face SHAs do not resolve there). None verified yet: a revision is
+# required.
+MODELSCOPE_PINNED_REVISIONS: Final[Mapping[str, str]] = {}
+PINS: Final[Mapping[str, Mapping[str, str]]] = {
+    HUGGINGFACE: PINNED_REVISIONS,
+    MODELSCOPE: MODELSCOPE_PINNED_REVISIONS,
 }
 
 # What serving reads. Weights are safetensors only (never pickles): model.safetensors, or the shards that
@@ -73,6 +116,7 @@ LFS_POINTER_PREFIXES: Final = (
 )
 LFS_POINTER_MAX_BYTES: Final = 1024
 _SHA_RE: Final = re.compile(r"[0-9a-f]{40}")
+_TAG_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*(/[A-Za-z0-9][A-Za-z0-9_.+-]*)*")
 _HUB_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _GIT_NOISE: Final = (  # advice and summaries around the line that names the problem
     "Failed to fetch some objects",
@@ -93,9 +137,12 @@ class FetchError(Exception):
 class Source:
     """A snapshot's origin. ``url`` never carries credentials: it is logged and kept in the manifest."""
 
-    repo: str  # hub name, or the URL when given one
+    repo: str  # hub name (a size resolved to its name), or the URL when given one
     url: str
-    revision: str
+    revision: str  # a full commit SHA, or a tag name when ``is_tag``
+    source: str = DEFAULT_SOURCE
+    branch: str | None = None  # cloned by name (ModelScope's master); None: the server's HEAD
+    is_tag: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,32 +158,66 @@ def _say(command: str, message: str) -> None:
 # --- sources -------------------------------------------------------------------------------------------
 
 
-def resolve_source(repo: str, revision: str | None, *, hub: str = DEFAULT_HUB) -> Source:
-    """A hub name (``Qwen/Qwen3-Reranker-4B``) or a git URL, at a full commit SHA."""
-    if "://" in repo or repo.startswith("/"):
+def resolve_source(
+    repo: str, revision: str | None, *, hub: str | None = None, source: str = DEFAULT_SOURCE
+) -> Source:
+    """A size (``4b``), a hub name (``Qwen/Qwen3-Reranker-4B``) or a git URL, on a source, at a pinned
+    revision: a full commit SHA, or on ModelScope also a tag (resolved to its commit when cloned)."""
+    if source not in SOURCES:
+        raise FetchError(f"--source must be one of {', '.join(SOURCES)}, not {source!r}")
+    where = SOURCES[source]
+    repo = model_repo(repo)
+    if _is_url(repo):
         url = repo if "://" in repo else Path(repo).as_uri()
-        parts = urllib.parse.urlsplit(url)
-        if parts.username or parts.password:
-            raise FetchError(
-                "the repository URL carries credentials; give the token with --token-file or HF_TOKEN "
-                "instead, so it never appears in a URL, a log line or the manifest"
-            )
-    elif _HUB_NAME_RE.fullmatch(repo):
-        url = f"{hub.rstrip('/')}/{repo}"
     else:
-        raise FetchError(f"--repo {repo!r} is neither a hub name like {DEFAULT_REPO} nor a git URL")
-    if revision is None:
-        revision = PINNED_REVISIONS.get(repo)
-        if revision is None:
-            raise FetchError(
-                f"no pinned revision for {repo}: pass --revision with the full 40-character commit SHA"
-            )
-    revision = revision.strip().lower()
-    if not _SHA_RE.fullmatch(revision):
+        url = where.url_format.format(base=(hub or where.base).rstrip("/"), repo=repo)
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:
         raise FetchError(
-            f"--revision must be a full 40-character commit SHA, not a branch, tag or short SHA: {revision!r}"
+            "the repository URL carries credentials; give the token with --token-file or HF_TOKEN "
+            "instead, so it never appears in a URL, a log line or the manifest"
         )
-    return Source(repo=repo, url=url, revision=revision)
+    if revision is None:
+        revision = PINS[source].get(repo)
+        if revision is None:
+            raise FetchError(_no_pin(repo, source))
+    revision = revision.strip()
+    if _SHA_RE.fullmatch(revision.lower()):
+        return Source(repo, url, revision.lower(), source, where.branch)
+    if where.tags and _TAG_RE.fullmatch(revision) and ".." not in revision:
+        return Source(repo, url, revision, source, where.branch, is_tag=True)
+    if where.tags:
+        raise FetchError(f"--revision must be a full 40-character commit SHA or a tag: {revision!r}")
+    raise FetchError(
+        f"--revision must be a full 40-character commit SHA, not a branch, tag or short SHA: {revision!r}"
+    )
+
+
+def model_repo(repo: str) -> str:
+    """A size resolved to its hub name; a hub name or a git URL (or local path) as given."""
+    repo = SIZES.get(repo.lower(), repo)
+    if _is_url(repo) or _HUB_NAME_RE.fullmatch(repo):
+        return repo
+    raise FetchError(
+        f"--repo {repo!r} is neither a size ({', '.join(SIZES)}), a hub name like {DEFAULT_REPO} "
+        "nor a git URL"
+    )
+
+
+def _is_url(repo: str) -> bool:
+    return "://" in repo or repo.startswith("/")
+
+
+def _no_pin(repo: str, source: str) -> str:
+    if source == MODELSCOPE:
+        return (
+            f"no pinned ModelScope revision for {repo}: ModelScope has its own commits (Hugging Face SHAs do "
+            "not resolve there), so pass --revision (MODEL_REVISION) with its full commit SHA or a tag"
+        )
+    return (
+        f"no pinned revision for {repo}: pass --revision (MODEL_REVISION for scripts/run.sh and the image) "
+        "with the full 40-character commit SHA"
+    )
 
 
 def read_token(token_file: Path | None, env: Mapping[str, str]) -> str | None:
@@ -387,8 +468,18 @@ def _check_snapshot_files(directory: Path, names: Iterable[str]) -> Quantization
 # --- manifest -------------------------------------------------------------------------------------------
 
 
-def write_manifest(directory: Path, *, repo: str, url: str, revision: str, tool: str) -> Path:
-    """Record what the directory holds: source, revision, and each file's size and sha256."""
+def write_manifest(
+    directory: Path,
+    *,
+    repo: str,
+    url: str,
+    revision: str,
+    tool: str,
+    source: str | None = None,
+    tag: str | None = None,
+) -> Path:
+    """Record what the directory holds: origin, commit (and the tag that named it), each file's size and
+    sha256."""
     files = {}
     for path in sorted(directory.iterdir()):
         if path.name == MANIFEST_NAME or not path.is_file():
@@ -402,6 +493,7 @@ def write_manifest(directory: Path, *, repo: str, url: str, revision: str, tool:
         "revision": revision,
         "files": files,
     }
+    manifest |= {key: value for key, value in (("source", source), ("tag", tag)) if value}
     target = directory / MANIFEST_NAME
     target.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return target
@@ -454,6 +546,8 @@ def verify(directory: Path, *, full: bool = False) -> str:
                 )
     revision = str(manifest.get("revision", "?"))
     scheme = f", {quantization.scheme}" if quantization is not None else ""
+    if manifest.get("tag"):
+        revision += f" (tag {manifest['tag']})"
     return (
         f"{directory}: {manifest.get('repo')} @ {revision}{scheme}, {len(files)} files, {total / 1e9:.2f} GB "
         f"({'all hashes checked' if full else 'sizes, pointers, headers, config and tokenizer checked'})"
@@ -494,19 +588,15 @@ class _Git:
         return line.replace(self.secret, "***") if self.secret else line
 
 
-def _metadata_files(tree: set[str], source: Source) -> list[str]:
+def _metadata_files(tree: set[str], where: str) -> list[str]:
     """The config and tokenizer files serving reads that this revision holds (plus the weights index)."""
     missing = [name for name in REQUIRED_FILES if name not in tree]
     if missing:
-        raise FetchError(
-            f"{source.url} at {source.revision[:12]} has no {', '.join(missing)}: "
-            "not a Qwen3-Reranker model repository"
-        )
+        raise FetchError(f"{where} has no {', '.join(missing)}: not a Qwen3-Reranker model repository")
     return [name for name in (*REQUIRED_FILES, *OPTIONAL_FILES, WEIGHTS_INDEX) if name in tree]
 
 
-def _weights(checkout: Path, tree: set[str], source: Source) -> list[str]:
-    where = f"{source.url} at {source.revision[:12]}"
+def _weights(checkout: Path, tree: set[str], where: str) -> list[str]:
     if WEIGHTS_INDEX in tree:
         index = _load_json(checkout / WEIGHTS_INDEX)
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -553,27 +643,31 @@ def fetch(
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.fetch-", dir=dest.parent))
     try:
-        model = _fetch_into(
+        model, commit = _fetch_into(
             work, source, git_env(os.environ if env is None else env, token), token, lfs_storage
         )
         os.replace(model, dest)  # atomic: the destination appears complete or not at all
     finally:
         shutil.rmtree(work, ignore_errors=True)  # the clone, its .git and its LFS objects
-    _say("fetch", f"verified {source.repo} @ {source.revision} into {dest}")
+    named = f" (tag {source.revision})" if source.is_tag else ""
+    _say("fetch", f"verified {source.repo} @ {commit}{named} into {dest}")
     return dest
 
 
 def _fetch_into(
     work: Path, source: Source, env: Mapping[str, str], token: str | None, lfs_storage: Path | None
-) -> Path:
-    """Clone, pull, check and assemble the snapshot under ``work``; returns the finished model directory."""
+) -> tuple[Path, str]:
+    """Clone, pull, check and assemble the snapshot under ``work``; returns the finished model directory
+    and the commit it holds."""
     checkout = work / "checkout"
     git = _Git(work, env, token)
-    _say("fetch", f"cloning {source.url} (LFS pointers only)")
+    branch = f", branch {source.branch}" if source.branch else ""
+    _say("fetch", f"cloning {source.url}{branch} (LFS pointers only)")
     git(
         "clone",
         "--quiet",
         "--no-checkout",
+        *(("--branch", source.branch) if source.branch else ()),
         "--",
         source.url,
         str(checkout),
@@ -583,27 +677,25 @@ def _fetch_into(
     git("lfs", "install", "--local", "--skip-smudge", what="git lfs is not usable")
     if lfs_storage is not None:
         git("config", "lfs.storage", str(lfs_storage.absolute()), what="cannot set lfs.storage")
-    try:
-        git("cat-file", "-e", f"{source.revision}^{{commit}}", what="")
-    except FetchError:
-        raise FetchError(f"revision {source.revision} is not a commit in {source.url}") from None
+    commit = _commit(git, source)
     git(
         "-c",
         "advice.detachedHead=false",
         "checkout",
         "--quiet",
         "--detach",
-        source.revision,
+        commit,
         what="checkout failed",
     )
+    where = f"{source.url} at {commit[:12]}"
     tree = set(git("ls-tree", "--name-only", "HEAD", what="cannot list the tree").splitlines())
     pointers = {}  # what each LFS file must hash to, as this commit records it
     for name in tree:
         if (checkout / name).is_file() and (pointer := read_pointer(checkout / name)) is not None:
             pointers[name] = pointer
 
-    meta = _metadata_files(tree, source)
-    _say("fetch", f"revision {source.revision}: pulling {len(meta)} config and tokenizer files")
+    meta = _metadata_files(tree, where)
+    _say("fetch", f"revision {commit}: pulling {len(meta)} config and tokenizer files")
     _pull(git, meta, pointers)
     _check_no_pointers(checkout, meta)
     quantization = check_config(checkout / "config.json")  # before gigabytes of weights, not after
@@ -611,7 +703,7 @@ def _fetch_into(
     if quantization is not None:
         _say("fetch", f"a quantised checkpoint: {quantization.scheme}")
 
-    weights = _weights(checkout, tree, source)
+    weights = _weights(checkout, tree, where)
     size = sum(pointers[name].size for name in weights if name in pointers)
     _say("fetch", f"pulling {len(weights)} weight files ({size / 1e9:.2f} GB)")
     _pull(git, weights, pointers)
@@ -634,18 +726,43 @@ def _fetch_into(
     for name in keep:
         os.replace(checkout / name, model / name)
     write_manifest(
-        model, repo=source.repo, url=source.url, revision=source.revision, tool="model_setup fetch"
+        model,
+        repo=source.repo,
+        url=source.url,
+        revision=commit,
+        tool="model_setup fetch",
+        source=source.source,
+        tag=source.revision if source.is_tag else None,
     )
-    return model
+    return model, commit
+
+
+def _commit(git: _Git, source: Source) -> str:
+    """The commit to check out: the pinned SHA, which must be in the clone, or the commit a tag names."""
+    if source.is_tag:
+        try:
+            resolved = git("rev-parse", "--verify", f"refs/tags/{source.revision}^{{commit}}", what="")
+        except FetchError:
+            raise FetchError(
+                f"tag {source.revision} is not in {source.url} (a revision is a full commit SHA or a tag, "
+                "never a branch)"
+            ) from None
+        return resolved.strip()
+    try:
+        git("cat-file", "-e", f"{source.revision}^{{commit}}", what="")
+    except FetchError:
+        raise FetchError(f"revision {source.revision} is not a commit in {source.url}") from None
+    return source.revision
 
 
 def _already_fetched(source: Source, dest: Path) -> Path:
-    """Re-running a fetch is a no-op for the same source and revision; anything else is refused."""
+    """Re-running a fetch is a no-op for the same source and revision (or tag); anything else is refused."""
     try:
         manifest = read_manifest(dest) if dest.is_dir() else {}
     except FetchError:
         manifest = {}
-    if (manifest.get("url"), manifest.get("revision")) != (source.url, source.revision):
+    pinned = manifest.get("tag") if source.is_tag else manifest.get("revision")
+    if (manifest.get("url"), pinned) != (source.url, source.revision):
         raise FetchError(
             f"{dest} already exists and holds something else: remove it or choose another directory"
         )
@@ -683,10 +800,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "fetch",
         help="clone a model repository with git + git-lfs at a pinned commit, verify it, write DEST",
         description=(
-            "Fetch a model snapshot. Pinned defaults: "
+            "Fetch a model snapshot. Sizes: "
+            + ", ".join(f"{size} = {name}" for size, name in SIZES.items())
+            + ". Pinned Hugging Face revisions: "
             + ", ".join(f"{name} @ {sha}" for name, sha in PINNED_REVISIONS.items())
-            + "."
-            " The token for gated repositories comes from --token-file or HF_TOKEN, never from the URL."
+            + "; anything else, and every ModelScope repository, needs --revision."
+            " The token for gated repositories comes from --token-file (or, for Hugging Face, HF_TOKEN),"
+            " never from the URL."
         ),
     )
     fetch_cmd.add_argument(
@@ -694,15 +814,28 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     fetch_cmd.add_argument(
         "--repo",
-        default=DEFAULT_REPO,
-        help=f"hub name or git URL (default {DEFAULT_REPO}; CPU: {CPU_DEFAULT_REPO})",
+        default=DEFAULT_SIZE,
+        help=f"a size ({', '.join(SIZES)}), a hub name or a git URL (default {DEFAULT_SIZE}; "
+        f"CPU: {CPU_DEFAULT_SIZE})",
     )
     fetch_cmd.add_argument(
-        "--revision", default=None, help="full commit SHA (default: the pin for a known repo)"
+        "--revision",
+        default=None,
+        help="full commit SHA, or on ModelScope also a tag (default: the pin for a known repo)",
+    )
+    fetch_cmd.add_argument(
+        "--source",
+        default=os.environ.get("RERANK_MODEL_SOURCE") or DEFAULT_SOURCE,
+        help=f"where hub names live: {' or '.join(SOURCES)} (default: RERANK_MODEL_SOURCE, else "
+        f"{DEFAULT_SOURCE})",
     )
     fetch_cmd.add_argument("--token-file", type=Path, default=None, help="file holding the hub token")
     fetch_cmd.add_argument(
-        "--hub-url", default=os.environ.get("RERANK_HUB_URL", DEFAULT_HUB), help="base URL for hub names"
+        "--hub-url",
+        default=os.environ.get("RERANK_HUB_URL") or None,
+        help="base URL for hub names, e.g. a mirror (default: RERANK_HUB_URL, else the source's own: "
+        + ", ".join(hub.base for hub in SOURCES.values())
+        + ")",
     )
     fetch_cmd.add_argument(
         "--lfs-storage", type=Path, default=None, help="shared LFS object cache (e.g. a build cache mount)"
@@ -720,8 +853,9 @@ def run(ns: argparse.Namespace) -> int:
     try:
         if command == "fetch":
             _terminate_cleanly()
-            source = resolve_source(ns.repo, ns.revision, hub=ns.hub_url)
-            token = read_token(ns.token_file, os.environ)
+            source = resolve_source(ns.repo, ns.revision, hub=ns.hub_url or None, source=ns.source)
+            # HF_TOKEN is Hugging Face's: never handed to another source's server.
+            token = read_token(ns.token_file, os.environ if source.source == HUGGINGFACE else {})
             print(fetch(source, ns.dest, token=token, lfs_storage=ns.lfs_storage))
         else:
             directory = ns.model_dir or os.environ.get("RERANK_MODEL_DIR")

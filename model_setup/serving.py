@@ -18,6 +18,7 @@ from typing import Final, Literal
 
 from model_setup import defaults
 from model_setup.fetch import FetchError, checkpoint_quantization
+from model_setup.naming import served_name
 
 HF_OVERRIDES: Final[dict[str, object]] = {
     "architectures": ["Qwen3ForSequenceClassification"],
@@ -90,7 +91,7 @@ class VllmOptions:
     the gateway."""
 
     model_dir: Path
-    served_model_name: str = defaults.SERVED_MODEL_NAME
+    served_model_name: str  # from_env: RERANK_SERVED_MODEL_NAME, else the snapshot's (model_setup/naming.py)
     host: str = defaults.VLLM_HOST
     port: int = defaults.VLLM_PORT
     device: Device = defaults.DEVICE
@@ -115,6 +116,11 @@ class VllmOptions:
                     given[name] = parse(value)
                 except ValueError as exc:
                     raise ValueError(f"{variable}: {exc}") from None
+        if "served_model_name" not in given:
+            try:
+                given["served_model_name"] = served_name(Path(dir_value))
+            except FetchError as exc:
+                raise ValueError(f"RERANK_SERVED_MODEL_NAME is unset and {exc}") from None
         return cls(model_dir=Path(dir_value), **given)  # type: ignore[arg-type]  # parsed per field above
 
     def precision(self) -> Precision:

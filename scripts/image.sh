@@ -3,8 +3,10 @@
 #   scripts/image.sh build cpu           the CPU flavour with the tiny test model, offline: a Debian base made
 #                                        with debootstrap, uv from its PyPI wheel, torch's CPU wheel from a
 #                                        local index, the model fetched by fetch.py from a local git-lfs repo
-#   scripts/image.sh build cpu Qwen/Qwen3-Reranker-0.6B   the same with a hub model at its pinned revision
-#   scripts/image.sh build cuda          the default CUDA image (needs the registries and the hub)
+#   scripts/image.sh build cpu 0.6b      the same with a size (0.6b, 4b, 8b) or hub name at its pinned revision
+#   scripts/image.sh build cuda [4b]     the CUDA image (needs the registries and the hub)
+#   MODEL_SOURCE=modelscope MODEL_REVISION=<ModelScope commit SHA or tag> scripts/image.sh build cuda 4b
+#                                        the model from ModelScope (HUB_URL: a mirror of the source)
 # Layers are cached: a rebuild after a gateway edit rebuilds the wheel and the runtime's code layer only.
 # Environment: RERANK_IMAGE (the tag), SSL_CERT_FILE (a CA bundle the build stages trust, e.g. a TLS-
 # intercepting proxy's; it never reaches the runtime stage), TORCH_CPU_INDEX (where torch+cpu comes from
@@ -107,7 +109,8 @@ make_torch_index() {
   done >index.html)
 }
 
-# The model, fetched by the model stage as from a hub: the tiny model from a local git-lfs repository.
+# The model, fetched by the model stage as from a hub: the tiny model from a local git-lfs repository, named
+# for the model (the served name follows the repository's: qwen3-reranker-tiny).
 model_args=()
 model_volumes=()
 model_source() {
@@ -115,17 +118,25 @@ model_source() {
   if [ "$model" = tiny ]; then
     local snapshot repo revision
     snapshot="$("$VENV/bin/python" -m model_setup tiny "$ROOT/var/models/tiny")"
-    repo="$WORK/model-repo"
+    repo="$WORK/hub/qwen3-reranker-tiny"
     revision="$("$VENV/bin/python" -m model_setup publish "$snapshot" "$repo")"
-    model_args=(--build-arg MODEL_REPO=file:///ci/model-repo --build-arg "MODEL_REVISION=$revision")
-    model_volumes=(--volume "$repo:/ci/model-repo:ro")
+    model_args=(--build-arg MODEL_REPO=file:///ci/hub/qwen3-reranker-tiny --build-arg "MODEL_REVISION=$revision")
+    model_volumes=(--volume "$WORK/hub:/ci/hub:ro")
   else
-    local revision="${MODEL_REVISION:-}"
-    if [ -z "$revision" ]; then
-      revision="$("$VENV/bin/python" -c 'import sys; from model_setup.fetch import PINNED_REVISIONS as p; print(p.get(sys.argv[1], ""))' "$model")"
-      [ -n "$revision" ] || die "$model has no pinned revision: set MODEL_REVISION=<full commit sha>"
-    fi
-    model_args=(--build-arg "MODEL_REPO=$model" --build-arg "MODEL_REVISION=$revision")
+    # The revision is resolved here (the pin fetch.py holds, unless MODEL_REVISION gives one), so the image's
+    # labels name the commit; fetch.py checks it again in the build.
+    local source="${MODEL_SOURCE:-huggingface}" revision
+    revision="$("$VENV/bin/python" - "$model" "$source" "${MODEL_REVISION:-}" <<'EOF'
+import sys
+from model_setup.fetch import FetchError, resolve_source
+try:
+    print(resolve_source(sys.argv[1], sys.argv[3] or None, source=sys.argv[2]).revision)
+except FetchError as exc:
+    sys.exit(f"image: {exc}")
+EOF
+)" || exit 1
+    model_args=(--build-arg "MODEL_REPO=$model" --build-arg "MODEL_SOURCE=$source"
+      --build-arg "MODEL_REVISION=$revision" ${HUB_URL:+--build-arg "HUB_URL=$HUB_URL"})
   fi
 }
 

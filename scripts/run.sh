@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Set up and serve: vLLM plus the gateway on http://localhost:${RERANK_PORT:-8000}.
-#   scripts/run.sh                  Qwen/Qwen3-Reranker-4B on a GPU host, Qwen/Qwen3-Reranker-0.6B on CPU,
-#                                   fetched once with git-lfs at a pinned revision into var/models/
+#   scripts/run.sh                  the 4b model on a GPU host, 0.6b on CPU, fetched once with git-lfs at a
+#                                   pinned revision into var/models/
+#   scripts/run.sh 0.6b|4b|8b       a size: Qwen/Qwen3-Reranker-0.6B, -4B or -8B, each at its pinned revision
 #   scripts/run.sh Qwen/Qwen3-Reranker-0.6B   a hub repository (MODEL_REVISION=<sha> for unpinned ones)
+#   MODEL_SOURCE=modelscope MODEL_REVISION=<sha or tag> scripts/run.sh 4b
+#                                   from ModelScope instead of Hugging Face (its own commits: no pins yet)
 #   scripts/run.sh /path/to/model   a snapshot directory written by `python -m model_setup fetch`
 #   scripts/run.sh tiny             the tiny random-weight test model (ranks randomly; for trying the API)
-# Uses the GPU when nvidia-smi sees one, else vLLM on CPU. Starts the try-it page on
-# http://127.0.0.1:${RERANK_DEMO_PORT:-7860} next to it (RERANK_DEMO=off: not).
+# The API answers under the model's own name (qwen3-reranker-0.6b, qwen3-reranker-tiny, ...) unless
+# RERANK_SERVED_MODEL_NAME says otherwise. Uses the GPU when nvidia-smi sees one, else vLLM on CPU. Starts
+# the try-it page on http://127.0.0.1:${RERANK_DEMO_PORT:-7860} next to it (RERANK_DEMO=off: not).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +24,7 @@ else
 fi
 scripts/setup.sh "$flavour"
 
-if [ "$flavour" = gpu ]; then default_model=Qwen/Qwen3-Reranker-4B; else default_model=Qwen/Qwen3-Reranker-0.6B; fi
+if [ "$flavour" = gpu ]; then default_model=4b; else default_model=0.6b; fi
 MODEL="${1:-$default_model}"
 # Each step that can fail stops here with one line saying what to do (`export VAR="$(cmd)"` would hide
 # the failure from set -e and carry on).
@@ -34,15 +38,17 @@ case "$MODEL" in
   *)
     if [ -d "$MODEL" ]; then
       RERANK_MODEL_DIR="$(cd "$MODEL" && pwd)"
-    elif [[ "$MODEL" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$ ]]; then
-      name="$(basename "$MODEL" | tr '[:upper:]' '[:lower:]')"
+    elif name="$("$VENV/bin/python" -m model_setup served-name --repo "$MODEL")"; then
+      # A size or a hub name: var/models/<the name it is served as>, one directory per source.
+      source="${MODEL_SOURCE:-${RERANK_MODEL_SOURCE:-huggingface}}"
+      dest="var/models/$name"
+      [ "$source" = huggingface ] || dest="var/models/$source/$name"
       # Same code as the image build: pinned revision, LFS checks, verified manifest. A second run re-verifies.
-      RERANK_MODEL_DIR="$("$VENV/bin/python" -m model_setup fetch --repo "$MODEL" \
-        ${MODEL_REVISION:+--revision "$MODEL_REVISION"} "var/models/$name")" \
+      RERANK_MODEL_DIR="$("$VENV/bin/python" -m model_setup fetch --repo "$MODEL" --source "$source" \
+        ${MODEL_REVISION:+--revision "$MODEL_REVISION"} "$dest")" \
         || die "could not fetch $MODEL (error above): check the network and that the model hub is reachable, or try the API offline with ./scripts/run.sh tiny"
-      export RERANK_SERVED_MODEL_NAME="${RERANK_SERVED_MODEL_NAME:-$name}"
     else
-      echo "run: '$MODEL' is neither 'tiny', a hub repository (owner/name) nor a directory" >&2
+      echo "run: '$MODEL' is neither 'tiny', a directory, a size nor a hub repository (owner/name)" >&2
       exit 2
     fi
     ;;

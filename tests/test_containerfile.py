@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from packaging.specifiers import SpecifierSet
 from gateway.settings import Settings
 from model_setup import fetch
 from tests.support.containerfile import CONTAINERFILE, Containerfile, Stage, env_of, parse
+from tests.support.lfs_repo import make_modelscope_repo, standard_files
 from tests.support.procs import ROOT
 
 pytestmark = pytest.mark.unit
@@ -144,18 +146,103 @@ def test_the_python_version_is_one_vllm_supports(containerfile: Containerfile) -
 
 
 def test_model_is_fetched_at_build_time_from_a_pinned_commit(containerfile: Containerfile) -> None:
+    """The default is the 4b size from Hugging Face at the pin fetch.py holds (MODEL_REVISION empty)."""
     args = containerfile.global_args
-    assert re.fullmatch(r"[0-9a-f]{40}", args["MODEL_REVISION"])
-    assert fetch.PINNED_REVISIONS[args["MODEL_REPO"]] == args["MODEL_REVISION"]
+    assert (args["MODEL_REPO"], args["MODEL_SOURCE"], args["MODEL_REVISION"], args["HUB_URL"]) == (
+        fetch.DEFAULT_SIZE,
+        fetch.HUGGINGFACE,
+        '""',
+        '""',
+    )
+    default = fetch.resolve_source(args["MODEL_REPO"], None, source=args["MODEL_SOURCE"])
+    assert (default.repo, default.revision) == (
+        fetch.DEFAULT_REPO,
+        fetch.PINNED_REVISIONS[fetch.DEFAULT_REPO],
+    )
+    assert re.fullmatch(r"[0-9a-f]{40}", default.revision)
     model = containerfile.stage("model")
     runs = [run.args for run in model.all("RUN") if "fetch.py fetch" in run.args]
     assert len(runs) == 1
-    assert '--revision "${MODEL_REVISION}"' in runs[0]
+    assert '${MODEL_REVISION:+--revision "${MODEL_REVISION}"}' in runs[0]
     assert '--repo "${MODEL_REPO}"' in runs[0]
+    assert '--source "${MODEL_SOURCE}"' in runs[0]
     assert any(i.args == "model_setup/fetch.py /opt/fetch/fetch.py" for i in model.all("COPY"))
     target = runs[0].split()[-1]
     assert f"--from=model {target} {target}" in [i.args for i in containerfile.final.all("COPY")]
     assert env_of(containerfile.final)["RERANK_MODEL_DIR"] == target
+
+
+def run_model_stage(
+    containerfile: Containerfile, tmp_path: Path, **build_args: str
+) -> subprocess.CompletedProcess[str]:
+    """The model stage's fetch RUN as the build runs it (POSIX sh, the build args in its environment, ARG
+    defaults for the rest), with the real fetch.py alone and the stage's paths moved under ``tmp_path``."""
+    model = containerfile.stage("model")
+    (run,) = [i.args for i in model.all("RUN") if "fetch.py fetch" in i.args]
+    script = re.sub(r"^(--mount=\S+\s+)+", "", run)
+    for stage_path, here in (
+        ("/opt/venv/bin/python", f"{sys.executable} -I -S"),
+        ("/opt/fetch/fetch.py", str(ROOT / "model_setup" / "fetch.py")),
+        ("/run/secrets/hf_token", str(tmp_path / "no-secret")),
+        ("/var/cache/lfs", str(tmp_path / "lfs-cache")),
+        ("/models/model", str(tmp_path / "models" / "model")),
+    ):
+        assert stage_path in script, stage_path
+        script = script.replace(stage_path, here)
+    arg_names = [i.args.partition("=")[0] for i in model.all("ARG")]
+    defaults = {name: containerfile.global_args[name].strip('"') for name in arg_names}
+    env = {"PATH": os.environ["PATH"], **defaults, **build_args}
+    return subprocess.run(
+        ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("build_args", "error"),
+    [
+        (
+            {"MODEL_REPO": "8b"},
+            "no pinned revision for Qwen/Qwen3-Reranker-8B: pass --revision (MODEL_REVISION",
+        ),
+        ({"MODEL_SOURCE": "modelscope"}, "no pinned ModelScope revision for Qwen/Qwen3-Reranker-4B: "),
+        ({"MODEL_REPO": "3b"}, "--repo '3b' is neither a size (0.6b, 4b, 8b)"),
+    ],
+)
+def test_the_build_args_a_build_cannot_pin_stop_it_with_one_line(
+    containerfile: Containerfile, tmp_path: Path, build_args: dict[str, str], error: str
+) -> None:
+    done = run_model_stage(containerfile, tmp_path, **build_args)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("model_setup fetch: error: ")
+    assert error in line
+    assert not (tmp_path / "models").exists()
+
+
+def test_the_model_stage_fetches_a_size_from_modelscope_at_a_tag(
+    containerfile: Containerfile, tmp_path: Path
+) -> None:
+    """MODEL_SOURCE=modelscope, a size and a tag, HUB_URL at a local hub laid out as ModelScope's: the model
+    stage's own command line fetches and verifies it."""
+    hub = tmp_path / "modelscope"
+    repo = make_modelscope_repo(hub, fetch.SIZES["0.6b"], standard_files(), tag="v1.0")
+    done = run_model_stage(
+        containerfile,
+        tmp_path,
+        MODEL_REPO="0.6b",
+        MODEL_SOURCE="modelscope",
+        MODEL_REVISION="v1.0",
+        HUB_URL=hub.as_uri(),
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "models" / "model" / fetch.MANIFEST_NAME).read_text())
+    assert (manifest["repo"], manifest["source"], manifest["revision"], manifest["tag"]) == (
+        "Qwen/Qwen3-Reranker-0.6B",
+        "modelscope",
+        repo.revision,
+        "v1.0",
+    )
+    assert manifest["url"] == repo.url
 
 
 def test_runtime_runs_offline_as_a_numeric_non_root_user(containerfile: Containerfile) -> None:
@@ -219,7 +306,8 @@ def test_oci_labels(containerfile: Containerfile) -> None:
     labels = " ".join(i.args for i in containerfile.final.all("LABEL"))
     for key in ("title", "description", "version", "revision", "licenses", "base.name"):
         assert f"org.opencontainers.image.{key}=" in labels
-    assert "model.revision=" in labels
+    for key in ("repo", "revision", "source"):
+        assert f'io.product-rerank.model.{key}="${{MODEL_{key.upper()}}}"' in labels
 
 
 def test_every_hadolint_ignore_is_justified() -> None:

@@ -106,6 +106,10 @@ def error_event(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
         ({"RERANK_MAX_DOCUMENTS": "0"}, "gateway: invalid configuration: RERANK_MAX_DOCUMENTS"),
         ({"RERANK_MAX_MODEL_LEN": "lots"}, "vLLM settings: "),
         ({"RERANK_QUANTIZATION": "int4"}, "RERANK_QUANTIZATION: must be one of fp8 or empty, not 'int4'"),
+        (
+            {"RERANK_MODEL_SIZE": "4b"},
+            "holds tiny, not the 4b model (Qwen/Qwen3-Reranker-4B) the size declares",
+        ),
     ],
 )
 def test_a_wrong_input_fails_fast_with_its_message(
@@ -122,6 +126,21 @@ def test_a_wrong_input_fails_fast_with_its_message(
     assert result.returncode == 64, result.stderr
     assert message in error_event(result)["message"]
     assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize(
+    ("given", "served"),
+    [({}, "qwen3-reranker-tiny"), ({"RERANK_SERVED_MODEL_NAME": "search-ranker"}, "search-ranker")],
+)
+def test_the_served_name_is_the_snapshot_s_unless_given(
+    given: dict[str, str], served: str, model_dir: Path, keys: Keys
+) -> None:
+    """Named before vLLM's arguments are built (here they are refused, so nothing starts)."""
+    result = run_to_exit(base_env(model_dir, keys, RERANK_MAX_MODEL_LEN="lots", **given))
+    assert result.returncode == 64, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    verified = next(event for event in events if event["event"] == "model_verified")
+    assert verified["message"].endswith(f"; served as {served}")
 
 
 def test_an_unverified_model_dir_is_refused(model_dir: Path, keys: Keys, tmp_path: Path) -> None:
@@ -267,9 +286,9 @@ def test_a_quantised_checkpoint_is_served_as_it_declares(
     result = run_to_exit(base_env(quantised_model_dir, keys, RERANK_QUANTIZATION="fp8"))
     assert result.returncode == 64
     assert error_event(result)["message"] == (
-        "vLLM settings: model_setup: RERANK_QUANTIZATION=fp8 asks vLLM to quantise a checkpoint that is already "
-        "quantised (compressed-tensors W8A8 int (lm_head kept)): unset it, and the checkpoint is served as "
-        "it declares"
+        "vLLM settings: model_setup: RERANK_QUANTIZATION=fp8 asks vLLM to quantise a checkpoint that is "
+        "already quantised (compressed-tensors W8A8 int (lm_head kept)): unset it, and the checkpoint is "
+        "served as it declares"
     )
 
 

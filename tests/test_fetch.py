@@ -24,6 +24,7 @@ from tests.support.lfs_repo import (
     ModelRepo,
     git,
     make_model_repo,
+    make_modelscope_repo,
     pointer_text,
     safetensors_bytes,
     standard_files,
@@ -161,6 +162,57 @@ def test_known_hub_repos_default_to_their_pins() -> None:
     cpu = fetchlib.resolve_source(fetchlib.CPU_DEFAULT_REPO, None, hub="https://mirror.example/")
     assert cpu.url == "https://mirror.example/Qwen/Qwen3-Reranker-0.6B"
     assert cpu.revision == "e61197ed45024b0ed8a2d74b80b4d909f1255473"
+
+
+@pytest.mark.parametrize(
+    ("size", "repo"),
+    [
+        ("0.6b", "Qwen/Qwen3-Reranker-0.6B"),
+        ("4b", "Qwen/Qwen3-Reranker-4B"),
+        ("4B", "Qwen/Qwen3-Reranker-4B"),
+    ],
+)
+def test_a_size_is_its_hub_repository_at_its_pin(size: str, repo: str) -> None:
+    by_size = fetchlib.resolve_source(size, None)
+    assert by_size == fetchlib.resolve_source(repo, None)
+    assert (by_size.repo, by_size.revision) == (repo, fetchlib.PINNED_REVISIONS[repo])
+
+
+def test_the_sizes_are_the_three_qwen3_rerankers_and_the_default_is_the_4b() -> None:
+    assert dict(fetchlib.SIZES) == {
+        "0.6b": "Qwen/Qwen3-Reranker-0.6B",
+        "4b": "Qwen/Qwen3-Reranker-4B",
+        "8b": "Qwen/Qwen3-Reranker-8B",
+    }
+    assert fetchlib.SIZES["4b"] == fetchlib.DEFAULT_REPO
+    assert fetchlib.SIZES["0.6b"] == fetchlib.CPU_DEFAULT_REPO
+
+
+def test_every_size_has_its_pinned_revision() -> None:
+    """Each size resolves to its Hugging Face pin; an explicit revision still wins."""
+    assert {size: fetchlib.resolve_source(size, None).revision for size in fetchlib.SIZES} == {
+        "0.6b": "e61197ed45024b0ed8a2d74b80b4d909f1255473",
+        "4b": "22e683669bc0f0bd69640a1354a6d0aebcfeede5",
+        "8b": "77d193c791ed757ca307ee72715aa132723da912",
+    }
+    pinned = fetchlib.resolve_source("8b", "a" * 40)
+    assert (pinned.url, pinned.revision) == ("https://huggingface.co/Qwen/Qwen3-Reranker-8B", "a" * 40)
+
+
+def test_an_unknown_size_or_source_is_one_line(tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    assert_failed(
+        model_setup("fetch", "--repo", "9b", str(dest)), dest, "--repo '9b' is neither a size (0.6b"
+    )
+    result = model_setup("fetch", "--repo", "4b", "--source", "hf-mirror", str(dest))
+    assert_failed(result, dest, "--source must be one of huggingface, modelscope, not 'hf-mirror'")
+
+
+def test_a_hub_url_with_credentials_is_refused_too(tmp_path: Path) -> None:
+    dest = tmp_path / "model"
+    result = model_setup("fetch", "--hub-url", "https://u:ms_secret@mirror.example", str(dest))
+    assert_failed(result, dest, "the repository URL carries credentials")
+    assert "ms_secret" not in result.stderr
 
 
 def test_missing_lfs_object(repo: ModelRepo, tmp_path: Path) -> None:
@@ -317,6 +369,174 @@ def test_token_file(tmp_path: Path) -> None:
     token_file.write_text("\n")
     with pytest.raises(fetchlib.FetchError, match="is empty"):
         fetchlib.read_token(token_file, {})
+
+
+# --- ModelScope: <base>/models/<org>/<name>.git, branch master, its own commits or a tag -----------------
+
+MS_REPO = "Qwen/Qwen3-Reranker-0.6B"  # what `--repo 0.6b` names: the size resolves on ModelScope too
+
+
+@pytest.fixture
+def modelscope(tmp_path: Path) -> tuple[Path, ModelRepo]:
+    """A local hub laid out as ModelScope's (its base URL, and the repository it serves with tag v1.0)."""
+    base = tmp_path / "modelscope"
+    return base, make_modelscope_repo(base, MS_REPO, standard_files(), tag="v1.0")
+
+
+def fetch_modelscope(base: Path, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return model_setup(
+        "fetch", "--source", "modelscope", "--hub-url", base.as_uri(), "--repo", "0.6b", *extra, str(dest)
+    )
+
+
+def test_modelscope_by_its_own_commit(modelscope: tuple[Path, ModelRepo], tmp_path: Path) -> None:
+    """The size resolves to ModelScope's layout, cloned by branch master (the server's HEAD names a branch it
+    lacks), and is verified file by file exactly as from Hugging Face."""
+    base, repo = modelscope
+    dest = tmp_path / "models" / "reranker"
+    result = fetch_modelscope(base, dest, "--revision", repo.revision)
+    assert result.returncode == 0, result.stderr
+    url = f"{base.as_uri()}/models/{MS_REPO}.git"
+    assert url == repo.url
+    assert f"cloning {url}, branch master" in result.stderr
+    assert {p.name for p in dest.iterdir()} == {*SERVED_FILES, fetchlib.MANIFEST_NAME}
+    for name in SERVED_FILES:
+        assert (dest / name).read_bytes() == (repo.path / name).read_bytes(), name
+    manifest = json.loads((dest / fetchlib.MANIFEST_NAME).read_text())
+    assert (manifest["repo"], manifest["url"], manifest["revision"]) == (MS_REPO, url, repo.revision)
+    assert manifest["source"] == "modelscope"
+    assert "tag" not in manifest
+    assert [p.name for p in dest.parent.iterdir()] == ["reranker"]
+    assert model_setup("verify", "--full", str(dest)).returncode == 0
+
+
+def test_modelscope_by_tag_records_the_commit_and_the_tag(
+    modelscope: tuple[Path, ModelRepo], tmp_path: Path
+) -> None:
+    base, repo = modelscope
+    dest = tmp_path / "model"
+    result = fetch_modelscope(base, dest, "--revision", "v1.0")
+    assert result.returncode == 0, result.stderr
+    assert f"verified {MS_REPO} @ {repo.revision} (tag v1.0)" in result.stderr
+    manifest = json.loads((dest / fetchlib.MANIFEST_NAME).read_text())
+    assert (manifest["revision"], manifest["tag"]) == (repo.revision, "v1.0")
+    verified = model_setup("verify", str(dest))
+    assert f"@ {repo.revision} (tag v1.0)" in verified.stdout
+
+    again = fetch_modelscope(base, dest, "--revision", "v1.0")  # same tag: a no-op that re-verifies
+    assert again.returncode == 0, again.stderr
+    assert "already holds" in again.stderr
+    by_sha = fetch_modelscope(base, dest, "--revision", repo.revision)  # the commit the tag named: the same
+    assert by_sha.returncode == 0, by_sha.stderr
+    assert "already holds" in by_sha.stderr
+
+
+def test_modelscope_needs_a_revision(modelscope: tuple[Path, ModelRepo], tmp_path: Path) -> None:
+    """No ModelScope commit is known to us, and Hugging Face's pins do not resolve there."""
+    dest = tmp_path / "model"
+    result = fetch_modelscope(modelscope[0], dest)
+    assert_failed(result, dest, f"no pinned ModelScope revision for {MS_REPO}: ")
+    assert "--revision (MODEL_REVISION)" in result.stderr.splitlines()[-1]
+
+
+def test_modelscope_wrong_sha(modelscope: tuple[Path, ModelRepo], tmp_path: Path) -> None:
+    """Hugging Face's pin for the same model is not a ModelScope commit."""
+    base, repo = modelscope
+    dest = tmp_path / "model"
+    hf_pin = fetchlib.PINNED_REVISIONS[MS_REPO]
+    result = fetch_modelscope(base, dest, "--revision", hf_pin)
+    assert_failed(result, dest, f"revision {hf_pin} is not a commit in {repo.url}")
+
+
+@pytest.mark.parametrize("revision", ["v9.9", "master", "22e6836"])
+def test_modelscope_a_revision_that_is_no_tag(
+    revision: str, modelscope: tuple[Path, ModelRepo], tmp_path: Path
+) -> None:
+    """A missing tag, a branch (it moves) and a short SHA are not pins."""
+    base, repo = modelscope
+    dest = tmp_path / "model"
+    result = fetch_modelscope(base, dest, "--revision", revision)
+    assert_failed(
+        result, dest, f"tag {revision} is not in {repo.url} (a revision is a full commit SHA or a tag"
+    )
+
+
+def test_modelscope_missing_branch(tmp_path: Path) -> None:
+    """A repository without ModelScope's master branch (here only main) cannot be cloned as ModelScope's."""
+    base = tmp_path / "modelscope"
+    repo = make_modelscope_repo(base, MS_REPO, standard_files(), branch="main")
+    dest = tmp_path / "model"
+    result = fetch_modelscope(base, dest, "--revision", repo.revision)
+    assert_failed(result, dest, f"cannot clone {repo.url}: ")
+    assert "master" in result.stderr.splitlines()[-1]
+
+
+def test_modelscope_tampered_lfs_object(modelscope: tuple[Path, ModelRepo], tmp_path: Path) -> None:
+    base, repo = modelscope
+    corrupt(repo.lfs_object("model-00002-of-00002.safetensors"))
+    dest = tmp_path / "model"
+    result = fetch_modelscope(base, dest, "--revision", "v1.0")
+    assert_failed(result, dest, "git lfs pull failed: ")
+    assert "model-00002-of-00002.safetensors" in result.stderr.splitlines()[-1]
+    assert "hash" in result.stderr.splitlines()[-1]
+
+
+def test_tags_pin_only_on_modelscope(modelscope: tuple[Path, ModelRepo]) -> None:
+    with pytest.raises(fetchlib.FetchError, match="full 40-character commit SHA, not a branch, tag"):
+        fetchlib.resolve_source(modelscope[1].url, "v1.0")
+    with pytest.raises(fetchlib.FetchError, match="full 40-character commit SHA or a tag"):
+        fetchlib.resolve_source(modelscope[1].url, "../v1", source="modelscope")
+
+
+def test_the_hugging_face_token_is_never_handed_to_modelscope(
+    modelscope: tuple[Path, ModelRepo], tmp_path: Path
+) -> None:
+    """HF_TOKEN is Hugging Face's; a ModelScope token comes from --token-file, and reaches git only through
+    its environment, as on Hugging Face."""
+    base, _ = modelscope
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "git.log"
+    real_git = shutil.which("git")
+    assert real_git is not None
+    wrapper = bin_dir / "git"
+    wrapper.write_text(
+        f'#!/bin/sh\nprintf "%s | token=%s\\n" "$*" "${{RERANK_FETCH_TOKEN:-none}}" >> {log}\n'
+        f'exec {real_git} "$@"\n'
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    env = {"HF_TOKEN": "hf_NotForModelScope", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    first = model_setup(
+        "fetch", "--source", "modelscope", "--hub-url", base.as_uri(), "--repo", "0.6b",
+        "--revision", "v1.0", str(tmp_path / "a"), env=env,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert "hf_NotForModelScope" not in log.read_text()
+    assert "clone" in log.read_text()
+
+    token_file = tmp_path / "ms-token"
+    token_file.write_text("ms_FromTheFile\n")
+    log.unlink()
+    second = model_setup(
+        "fetch", "--source", "modelscope", "--hub-url", base.as_uri(), "--repo", "0.6b", "--revision", "v1.0",
+        "--token-file", str(token_file), str(tmp_path / "b"), env=env,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    calls = log.read_text().splitlines()
+    assert all(line.endswith("token=ms_FromTheFile") for line in calls), calls
+    assert not any("ms_FromTheFile" in line.split(" | ")[0] for line in calls)  # in no command line
+    assert "ms_FromTheFile" not in second.stderr + second.stdout
+
+
+def test_the_source_defaults_to_rerank_model_source(
+    modelscope: tuple[Path, ModelRepo], tmp_path: Path
+) -> None:
+    base, repo = modelscope
+    dest = tmp_path / "model"
+    env = {"RERANK_MODEL_SOURCE": "modelscope", "RERANK_HUB_URL": base.as_uri()}
+    result = model_setup("fetch", "--repo", "0.6b", "--revision", "v1.0", str(dest), env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((dest / fetchlib.MANIFEST_NAME).read_text())["url"] == repo.url
 
 
 # --- verify: the entrypoint's start-up check -------------------------------------------------------------

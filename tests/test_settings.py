@@ -26,7 +26,7 @@ def test_settings_validate_at_start(model_dir: Path, tmp_path: Path) -> None:
     keyline = keys.generate("a")[1]
     ok = Settings(model_dir=model_dir, api_keys=keyline, model_aliases="x, y,,z")  # type: ignore[arg-type]
     assert ok.model_aliases == ("x", "y", "z")
-    assert ok.model_names[0] == "qwen3-reranker-4b"
+    assert ok.model_names[0] == "qwen3-reranker-tiny"  # the snapshot's name (tests/test_naming.py)
     with pytest.raises(ValidationError, match="no API keys configured"):
         Settings(model_dir=model_dir)
     with pytest.raises(ValidationError, match=r"has no tokenizer\.json"):
@@ -78,7 +78,7 @@ INTERNAL = {
     "RERANK_FETCH_TOKEN": "set by fetch for git's credential helper, from --token-file or HF_TOKEN",
 }
 # Variables of the API's clients and of model fetching: documented in their own README sections.
-ELSEWHERE = ("RERANK_DEMO", "RERANK_EVAL_API_KEY", "RERANK_HUB_URL")
+ELSEWHERE = ("RERANK_DEMO", "RERANK_EVAL_API_KEY", "RERANK_HUB_URL", "RERANK_MODEL_SOURCE")
 
 
 def _readme_tables() -> list[str]:
@@ -128,18 +128,17 @@ def test_every_variable_the_container_reads_is_documented_or_declared_internal()
     assert not INTERNAL.keys() & documented
 
 
-def test_vllm_options_and_the_entrypoint_take_their_defaults_from_one_place() -> None:
-    """VllmOptions' defaults are model_setup/defaults.py's; the entrypoint writes no default of its own but
-    the interpreter it reads the others with."""
-    options = VllmOptions.from_env({"RERANK_MODEL_DIR": "/m"})
+def test_vllm_options_and_the_entrypoint_take_their_defaults_from_one_place(model_dir: Path) -> None:
+    """VllmOptions' defaults are model_setup/defaults.py's (the served name the snapshot's, as the gateway's:
+    tests/test_naming.py); the entrypoint writes no default of its own but the interpreter it reads the
+    others with."""
+    options = VllmOptions.from_env({"RERANK_MODEL_DIR": str(model_dir)})
     assert (
-        options.served_model_name,
         options.port,
         options.device,
         options.dtype,
         options.max_model_len,
     ) == (
-        defaults.SERVED_MODEL_NAME,
         defaults.VLLM_PORT,
         defaults.DEVICE,
         defaults.DTYPE,

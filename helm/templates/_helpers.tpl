@@ -136,3 +136,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "reranker.metricsServiceName" -}}
 {{- printf "%s-metrics" (include "reranker.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}
+
+{{/* The served name: model.servedModelName, else qwen3-reranker-<model.size> (model_setup/naming.py's rule for
+the size's repository); empty when neither is set, and the entrypoint names the model after its snapshot. */}}
+{{- define "reranker.servedModelName" -}}
+{{- if .Values.model.servedModelName }}{{ .Values.model.servedModelName }}
+{{- else if .Values.model.size }}{{ printf "qwen3-reranker-%s" .Values.model.size }}
+{{- end }}
+{{- end }}

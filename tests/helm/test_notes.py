@@ -156,3 +156,19 @@ def test_notes_say_where_the_metrics_are_and_who_may_scrape_them(default_notes: 
 def test_notes_without_metrics_mention_no_metrics(tmp_path: Path) -> None:
     notes = render_notes(sets={"metrics.enabled": "false"}, workdir=tmp_path)
     assert "metrics" not in notes.lower()
+
+
+@pytest.mark.parametrize(
+    ("sets", "model"),
+    [
+        ({"model.size": "0.6b"}, "qwen3-reranker-0.6b"),
+        ({"model.size": "", "model.servedModelName": "search-reranker"}, "search-reranker"),
+        ({"model.size": ""}, "rerank-v3.5"),  # named by the snapshot at start: the notes use an alias
+    ],
+)
+def test_notes_call_the_model_by_a_name_it_answers_to(
+    sets: dict[str, str], model: str, tmp_path: Path
+) -> None:
+    notes = render_notes(sets=sets, workdir=tmp_path)
+    assert f'"model": "{model}"' in notes
+    assert f'model="{model}"' in notes

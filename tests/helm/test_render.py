@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from model_setup import fetch, naming
 from tests.helm.chart import (
     CHART,
     DASHBOARD,
@@ -276,7 +277,8 @@ def test_redis_secret_checksum_rolls_pods() -> None:
 def test_gateway_settings_come_from_values(variant: Variant) -> None:
     manifests = variant("full")
     expected = {
-        "RERANK_SERVED_MODEL_NAME": "qwen3-reranker-4b",
+        "RERANK_SERVED_MODEL_NAME": "search-reranker",
+        "RERANK_MODEL_SIZE": "4b",
         "RERANK_MODEL_ALIASES": "rerank-v3.5,rerank-english-v3.0",
         "RERANK_DTYPE": "bfloat16",
         "RERANK_QUANTIZATION": "fp8",
@@ -302,6 +304,44 @@ def test_gateway_settings_come_from_values(variant: Variant) -> None:
     assert {name: manifests.env_value(name) for name in expected} == expected
     model = next(m for m in manifests.container["volumeMounts"] if m["name"] == "model")
     assert (model["mountPath"], model["readOnly"]) == ("/models/qwen3-reranker-4b", True)
+
+
+# The model's size and name
+
+
+@pytest.mark.parametrize("size", fetch.SIZES)
+def test_a_size_declares_the_model_and_names_it(size: str) -> None:
+    """model.size renders the check the entrypoint makes and the name model_setup would give that model."""
+    manifests = render(sets={"model.size": size})
+    assert manifests.env_value("RERANK_MODEL_SIZE") == size
+    assert manifests.env_value("RERANK_SERVED_MODEL_NAME") == naming.model_name(size)
+
+
+def test_the_default_is_the_4b_the_default_image_holds(variant: Variant) -> None:
+    manifests = variant("default")
+    assert (manifests.env_value("RERANK_MODEL_SIZE"), manifests.env_value("RERANK_SERVED_MODEL_NAME")) == (
+        "4b",
+        "qwen3-reranker-4b",
+    )
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["model"]["size"] == fetch.DEFAULT_SIZE
+
+
+def test_without_a_size_the_snapshot_names_itself_and_nothing_is_checked(variant: Variant) -> None:
+    """The entrypoint then names the model (model_setup served-name); a given name still wins."""
+    env = variant("cpu").env
+    assert "RERANK_SERVED_MODEL_NAME" not in env
+    assert "RERANK_MODEL_SIZE" not in env
+    named = render(sets={"model.size": "", "model.servedModelName": "search-reranker"})
+    assert named.env_value("RERANK_SERVED_MODEL_NAME") == "search-reranker"
+    assert "RERANK_MODEL_SIZE" not in named.env
+
+
+def test_the_schema_offers_exactly_the_sizes_fetch_knows() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["model"]["properties"]["size"]["enum"] == ["", *fetch.SIZES]
+    message = render_error({"model.size": "3b"})
+    assert "values don't meet the specifications of the schema" in message
+    assert "model.size" in message
 
 
 def test_unset_gateway_settings_keep_the_gateway_defaults(variant: Variant) -> None:

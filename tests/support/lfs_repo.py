@@ -1,4 +1,5 @@
-"""Real git repositories with real Git LFS objects, served over ``file://``, shaped like a hub model repo."""
+"""Real git repositories with real Git LFS objects, served over ``file://``, shaped like a hub model repo
+(Hugging Face's, or ModelScope's: ``<base>/models/<org>/<name>.git`` on branch ``master``)."""
 
 from __future__ import annotations
 
@@ -104,10 +105,11 @@ def make_model_repo(
     files: Mapping[str, bytes],
     *,
     lfs_patterns: tuple[str, ...] = ("*.safetensors", "*.onnx", "tokenizer.json"),
+    branch: str = "main",
 ) -> ModelRepo:
     """A repository whose second commit holds ``files`` (the first is an empty-ish earlier revision)."""
     path.mkdir(parents=True)
-    git("init", "--quiet", "--initial-branch=main", cwd=path)
+    git("init", "--quiet", f"--initial-branch={branch}", cwd=path)
     git("config", "user.email", "test@example.invalid", cwd=path)
     git("config", "user.name", "test", cwd=path)
     git("lfs", "install", "--local", cwd=path)
@@ -123,3 +125,16 @@ def make_model_repo(
     git("add", "--all", cwd=path)
     git("commit", "--quiet", "-m", "model", cwd=path)
     return ModelRepo(path, git("rev-parse", "HEAD", cwd=path).strip())
+
+
+def make_modelscope_repo(
+    base: Path, repo: str, files: Mapping[str, bytes], *, branch: str = "master", tag: str | None = None
+) -> ModelRepo:
+    """``repo`` (``<org>/<name>``) laid out as ModelScope serves it under ``base``:
+    ``models/<org>/<name>.git`` on ``branch``, ``tag`` (annotated) on the model commit, and a HEAD that names
+    a branch the repository does not have, so nothing may rely on the server's HEAD."""
+    model = make_model_repo(base / "models" / f"{repo}.git", files, branch=branch)
+    if tag is not None:
+        git("tag", "--annotate", tag, "--message", f"release {tag}", model.revision, cwd=model.path)
+    git("symbolic-ref", "HEAD", "refs/heads/no-such-branch", cwd=model.path)
+    return model

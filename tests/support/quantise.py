@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from model_setup.fetch import MANIFEST_NAME, read_manifest, write_manifest
+from model_setup.naming import served_name
 
 SCHEME = "W8A8"  # compressed-tensors' preset: int8 weights (channel), int8 dynamic activations (token)
 KEPT = ["lm_head"]  # the score is read from lm_head's yes/no rows: it stays in the source's precision
@@ -68,7 +69,7 @@ def write_quantised(source: Path, dest: Path) -> Path:
     origin = read_manifest(source)
     write_manifest(
         tmp,
-        repo=f"{origin['repo']}-w8a8",
+        repo=f"{served_name(source)}-w8a8",  # served as qwen3-reranker-tiny-w8a8
         url="tests.support.quantise",
         revision=f"{origin['revision']}-w8a8",
         tool="tests.support.quantise",
