@@ -620,3 +620,112 @@ def test_git_helper_is_real(repo: ModelRepo) -> None:
     blob = git("show", f"{repo.revision}:model-00001-of-00002.safetensors", cwd=repo.path)
     assert blob.startswith("version https://git-lfs.github.com/spec/v1")
     assert repo.lfs_object("model-00001-of-00002.safetensors").is_file()
+
+
+# --- quantised checkpoints ------------------------------------------------------------------------------
+
+W8A8_GROUP = {
+    "targets": ["Linear"],
+    "weights": {"num_bits": 8, "type": "int", "strategy": "channel", "symmetric": True},
+    "input_activations": {"num_bits": 8, "type": "int", "strategy": "token", "dynamic": True},
+}
+
+
+def _compressed_tensors(ignore: list[str], targets: list[str] | None = None) -> dict[str, object]:
+    group = {**W8A8_GROUP, "targets": targets or ["Linear"]}
+    return {"quant_method": "compressed-tensors", "config_groups": {"group_0": group}, "ignore": ignore}
+
+
+@pytest.mark.parametrize(
+    ("declared", "scheme", "lm_head_quantized"),
+    [
+        (_compressed_tensors(["lm_head"]), "compressed-tensors W8A8 int (lm_head kept)", False),
+        (_compressed_tensors(["re:.*lm_head"]), "compressed-tensors W8A8 int (lm_head kept)", False),
+        (_compressed_tensors([]), "compressed-tensors W8A8 int (lm_head quantised)", True),
+        (_compressed_tensors([], ["re:.*lm_head"]), "compressed-tensors W8A8 int (lm_head quantised)", True),
+        (_compressed_tensors([], ["re:.*proj$"]), "compressed-tensors W8A8 int (lm_head kept)", False),
+        ({"quant_method": "awq", "bits": 4, "group_size": 128}, "AWQ W4A16 g128 (lm_head kept)", False),
+        ({"quant_method": "gptq", "bits": 4, "group_size": 128}, "GPTQ W4A16 g128 (lm_head kept)", False),
+        (
+            {"quant_method": "gptq", "bits": 4, "group_size": 128, "lm_head": True},
+            "GPTQ W4A16 g128 (lm_head quantised)",
+            True,
+        ),
+        (
+            {"quant_method": "fp8", "activation_scheme": "dynamic", "ignored_layers": ["lm_head"]},
+            "FP8 W8A8, dynamic activations (lm_head kept)",
+            False,
+        ),
+        (
+            {"quant_method": "fp8", "activation_scheme": "static"},
+            "FP8 W8A8, static activations (lm_head quantised)",
+            True,
+        ),
+        (
+            {"quant_method": "modelopt", "quant_algo": "NVFP4", "exclude_modules": ["lm_head"]},
+            "ModelOpt NVFP4 (lm_head kept)",
+            False,
+        ),
+    ],
+    ids=[
+        "ct-ignored",
+        "ct-ignored-pattern",
+        "ct-all-linear",
+        "ct-targets-lm-head",
+        "ct-projections-only",
+        "awq",
+        "gptq",
+        "gptq-lm-head",
+        "fp8-kept",
+        "fp8-not-kept",
+        "modelopt",
+    ],
+)
+@pytest.mark.unit
+def test_a_checkpoints_scheme_and_whether_it_quantises_lm_head(
+    declared: dict[str, object], scheme: str, lm_head_quantized: bool
+) -> None:
+    found = fetchlib.checkpoint_quantization({**QWEN3_CONFIG, "quantization_config": declared})
+    assert found is not None
+    assert (found.scheme, found.lm_head_quantized) == (scheme, lm_head_quantized)
+
+
+@pytest.mark.unit
+def test_an_unquantised_checkpoint_has_no_scheme_and_an_unknown_one_is_refused() -> None:
+    assert fetchlib.checkpoint_quantization(QWEN3_CONFIG) is None
+    with pytest.raises(fetchlib.FetchError, match="quant_method 'bitsandbytes'; model_setup can check"):
+        fetchlib.checkpoint_quantization(
+            {**QWEN3_CONFIG, "quantization_config": {"quant_method": "bitsandbytes"}}
+        )
+
+
+def test_a_quantised_checkpoint_is_fetched_and_its_scheme_said(tmp_path: Path) -> None:
+    files = standard_files()
+    files["config.json"] = json.dumps(
+        {**QWEN3_CONFIG, "quantization_config": _compressed_tensors(["lm_head"])}
+    ).encode()
+    dest = tmp_path / "model"
+    result = fetch(make_model_repo(tmp_path / "remote", files), dest)
+    assert result.returncode == 0, result.stderr
+    assert "a quantised checkpoint: compressed-tensors W8A8 int (lm_head kept)" in result.stderr
+    verified = model_setup("verify", str(dest))
+    assert verified.returncode == 0, verified.stderr
+    assert ", compressed-tensors W8A8 int (lm_head kept), " in verified.stdout
+
+
+def test_a_checkpoint_with_a_quantised_lm_head_is_refused_before_its_weights(tmp_path: Path) -> None:
+    """The score is read from lm_head's yes/no rows: a quantised lm_head is refused with the reason, after
+    the config and before gigabytes of weights."""
+    files = standard_files()
+    files["config.json"] = json.dumps(
+        {**QWEN3_CONFIG, "quantization_config": _compressed_tensors([])}
+    ).encode()
+    dest = tmp_path / "model"
+    result = fetch(make_model_repo(tmp_path / "remote", files), dest)
+    assert_failed(
+        result,
+        dest,
+        "config.json quantises lm_head (compressed-tensors W8A8 int (lm_head quantised)): the reranker's "
+        "score is read from lm_head's 'no' and 'yes' rows",
+    )
+    assert "pulling" not in result.stderr.split("config and tokenizer files")[-1]
