@@ -165,11 +165,13 @@ if ! verified=$("$RERANK_PYTHON" -m model_setup verify $verify_args "$RERANK_MOD
 fi
 # The snapshot's name (model_setup/naming.py), checked against RERANK_MODEL_SIZE when one is declared; it
 # is the served name unless RERANK_SERVED_MODEL_NAME says otherwise, exported so vLLM and the gateway agree.
-if ! named=$("$RERANK_PYTHON" -m model_setup served-name ${RERANK_MODEL_SIZE:+--size "$RERANK_MODEL_SIZE"} \
-  "$RERANK_MODEL_DIR" 2>&1); then
-  die "$(printf '%s\n' "$named" | tail -n 1)"
+if [ -z "${RERANK_SERVED_MODEL_NAME:-}" ] || [ -n "${RERANK_MODEL_SIZE:-}" ]; then
+  if ! named=$("$RERANK_PYTHON" -m model_setup served-name ${RERANK_MODEL_SIZE:+--size "$RERANK_MODEL_SIZE"} \
+    "$RERANK_MODEL_DIR" 2>&1); then
+    die "$(printf '%s\n' "$named" | tail -n 1)"
+  fi
+  [ -n "${RERANK_SERVED_MODEL_NAME:-}" ] || RERANK_SERVED_MODEL_NAME=$named
 fi
-[ -n "${RERANK_SERVED_MODEL_NAME:-}" ] || RERANK_SERVED_MODEL_NAME=$named
 export RERANK_SERVED_MODEL_NAME
 log info model_verified "$verified; served as $RERANK_SERVED_MODEL_NAME"
 
@@ -183,14 +185,15 @@ if [ "$RERANK_DEVICE" = cuda ]; then
       die "NVIDIA driver $driver is older than R$RERANK_MIN_DRIVER_MAJOR, which the CUDA 13 runtime in vLLM's wheels needs: upgrade the driver, or on a data-center GPU set VLLM_ENABLE_CUDA_COMPATIBILITY=1 to use the image's cuda-compat libraries (docs/image.md)"
     fi
     if [ "${RERANK_QUANTIZATION:-}" = fp8 ]; then
-      # vLLM's FP8 needs compute capability 8.9 (Ada, Hopper, Blackwell) to compute in FP8; on Ampere it
-      # keeps FP8 weights and computes in 16 bits (Marlin); before Ampere it has no FP8 kernel at all.
+      # vLLM computes in FP8 from compute capability 8.9 (Ada, Hopper, Blackwell); from 7.5 (Turing, Ampere)
+      # it keeps FP8 weights and computes in 16 bits (its FP8 Marlin kernel); below 7.5 it has no FP8 kernel.
       cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1)
       major=${cap%%.*} minor=${cap#*.}
       if is_uint "$major" && is_uint "$minor"; then
-        if [ "$major" -lt 8 ]; then
-          die "RERANK_QUANTIZATION=fp8 needs an Ampere or newer GPU (compute capability 8.0+); this one is $cap: serve an INT8 W8A8 or 16-bit checkpoint instead (docs/sizing.md)"
-        elif [ "$major" -eq 8 ] && [ "$minor" -lt 9 ]; then
+        cap10=$((major * 10 + minor))
+        if [ "$cap10" -lt 75 ]; then
+          die "RERANK_QUANTIZATION=fp8 needs a Turing or newer GPU (compute capability 7.5+); this one is $cap: serve a 16-bit checkpoint instead (docs/sizing.md)"
+        elif [ "$cap10" -lt 89 ]; then
           log warning fp8_weights_only "compute capability $cap has no FP8 compute: vLLM keeps FP8 weights (half the memory) and computes in 16 bits"
         fi
       fi

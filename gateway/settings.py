@@ -15,7 +15,7 @@ from model_setup import defaults
 from model_setup.fetch import FetchError
 from model_setup.naming import served_name
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
-from model_setup.serving import Precision
+from model_setup.serving import Precision, online_quantization
 
 DOCUMENTS_CEILING = 10_000
 # A field's json_schema_extra for what the program sets itself: in no table for operators.
@@ -100,9 +100,9 @@ class Settings(BaseSettings):
     )
     quantization: str = Field(
         default=defaults.QUANTIZATION,
-        description="vLLM's online quantisation: `fp8` (FP8 compute from Ada; Ampere: FP8 weights only); "
-        "empty: none, and a checkpoint with its own `quantization_config` is served as it declares. Part "
-        "of the score cache's key",
+        description="vLLM's online quantisation: `fp8` (FP8 compute from Ada; Turing, Ampere: FP8 weights "
+        "only); empty: none, and a checkpoint with its own `quantization_config` is served as it "
+        "declares. Part of the score cache's key",
         json_schema_extra={"shown": "(none)"},
     )
 
@@ -232,9 +232,7 @@ class Settings(BaseSettings):
     @field_validator("quantization")
     @classmethod
     def _online_quantization(cls, value: str) -> str:
-        if value and value not in defaults.ONLINE_QUANTIZATIONS:
-            raise ValueError(f"must be one of {', '.join(defaults.ONLINE_QUANTIZATIONS)} or empty")
-        return value
+        return online_quantization(value)
 
     @field_validator("upstream_url")
     @classmethod

@@ -64,12 +64,15 @@ class Hub:
     url_format: str  # {base} and {repo}
     branch: str | None  # cloned explicitly when the server's HEAD cannot be relied on
     tags: bool  # whether a tag may pin a revision
+    username: str  # what its git server takes beside a token (the token is the password)
 
 
 # ModelScope's default branch is master and a plain clone can fail on its HEAD, so it is cloned by branch.
 SOURCES: Final[Mapping[str, Hub]] = {
-    HUGGINGFACE: Hub("https://huggingface.co", "{base}/{repo}", branch=None, tags=False),
-    MODELSCOPE: Hub("https://www.modelscope.cn", "{base}/models/{repo}.git", branch="master", tags=True),
+    HUGGINGFACE: Hub("https://huggingface.co", "{base}/{repo}", branch=None, tags=False, username="hf_user"),
+    MODELSCOPE: Hub(
+        "https://www.modelscope.cn", "{base}/models/{repo}.git", branch="master", tags=True, username="oauth2"
+    ),
 }
 
 # Commit SHAs of the hub repositories, pinned so a build never picks up a surprise revision. Each was
@@ -234,12 +237,15 @@ def read_token(token_file: Path | None, env: Mapping[str, str]) -> str | None:
     return token or None
 
 
-def git_env(base: Mapping[str, str], token: str | None) -> dict[str, str]:
+def git_env(
+    base: Mapping[str, str], token: str | None, *, url: str, username: str = "hf_user"
+) -> dict[str, str]:
     """Environment for every git and git-lfs call.
 
     The token reaches git and git-lfs through a credential helper that reads it from this environment, so it
-    is in no command line (``ps``), URL, config file or log. ``GIT_CONFIG_*`` entries (git >= 2.31) apply to
-    git and to the ``git config``/``git credential`` calls git-lfs makes.
+    is in no command line (``ps``), URL, config file or log. The helper answers for ``url``'s host alone:
+    a redirect to another host (an LFS store, a mirror) gets no token. ``GIT_CONFIG_*`` entries (git >= 2.31)
+    apply to git and to the ``git config``/``git credential`` calls git-lfs makes.
     """
     env = {key: value for key, value in base.items() if not key.startswith("GIT_CONFIG_")}
     env.update(
@@ -254,9 +260,12 @@ def git_env(base: Mapping[str, str], token: str | None) -> dict[str, str]:
         env["RERANK_FETCH_TOKEN"] = token
         helper = (
             '!f() { test "$1" = get || exit 0; '
-            'echo username=hf_user; echo "password=$RERANK_FETCH_TOKEN"; }; f'
+            f'echo username={username}; echo "password=$RERANK_FETCH_TOKEN"; }}; f'
         )
-        config = [("credential.helper", ""), ("credential.helper", helper)]  # "" drops inherited helpers
+        parts = urllib.parse.urlsplit(url)
+        origin = f"{parts.scheme}://{parts.hostname or ''}"
+        # "" drops inherited helpers; the second is git's URL-scoped key, credential.<origin>.helper
+        config = [("credential.helper", ""), (f"credential.{origin}.helper", helper)]
         env["GIT_CONFIG_COUNT"] = str(len(config))
         for index, (key, value) in enumerate(config):
             env[f"GIT_CONFIG_KEY_{index}"] = key
@@ -643,8 +652,10 @@ def fetch(
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.fetch-", dir=dest.parent))
     try:
+        base = os.environ if env is None else env
+        username = SOURCES[source.source].username
         model, commit = _fetch_into(
-            work, source, git_env(os.environ if env is None else env, token), token, lfs_storage
+            work, source, git_env(base, token, url=source.url, username=username), token, lfs_storage
         )
         os.replace(model, dest)  # atomic: the destination appears complete or not at all
     finally:

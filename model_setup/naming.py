@@ -46,8 +46,9 @@ def check_size(model_dir: Path, size: str) -> None:
     if expected is None:
         raise FetchError(f"the model size must be one of {', '.join(SIZES)}, not {size!r}")
     repo = read_manifest(model_dir).get("repo")
-    if model_name(str(repo)) != model_name(expected):
+    if not isinstance(repo, str) or model_name(repo) != model_name(expected):
         raise FetchError(
-            f"{model_dir} holds {repo}, not the {size.lower()} model ({expected}) the size declares: "
+            f"{model_dir} holds {repo or 'a model its manifest does not name'}, not the {size.lower()} model "
+            f"({expected}) the size declares: "
             "declare the size of the model the image holds (the chart's model.size), or none"
         )

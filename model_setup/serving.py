@@ -36,8 +36,9 @@ def _device(value: str) -> Device:
     return value  # type: ignore[return-value]  # narrowed by the check above
 
 
-def _quantization(value: str) -> str:
-    if value not in defaults.ONLINE_QUANTIZATIONS:
+def online_quantization(value: str) -> str:
+    """RERANK_QUANTIZATION's check, for vLLM's options and the gateway's settings alike."""
+    if value and value not in defaults.ONLINE_QUANTIZATIONS:
         raise ValueError(f"must be one of {', '.join(defaults.ONLINE_QUANTIZATIONS)} or empty, not {value!r}")
     return value
 
@@ -77,7 +78,7 @@ _FROM_ENV: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
     "RERANK_VLLM_PORT": ("port", int),
     "RERANK_DEVICE": ("device", _device),
     "RERANK_DTYPE": ("dtype", str),
-    "RERANK_QUANTIZATION": ("quantization", _quantization),
+    "RERANK_QUANTIZATION": ("quantization", online_quantization),
     "RERANK_MAX_MODEL_LEN": ("max_model_len", int),
     "RERANK_GPU_MEMORY_UTILIZATION": ("gpu_memory_utilization", float),
     "RERANK_VLLM_MAX_NUM_SEQS": ("max_num_seqs", int),

@@ -124,7 +124,8 @@ model_source() {
     model_volumes=(--volume "$WORK/hub:/ci/hub:ro")
   else
     # The revision is resolved here (the pin fetch.py holds, unless MODEL_REVISION gives one), so the image's
-    # labels name the commit; fetch.py checks it again in the build.
+    # labels name it: a commit, or a ModelScope tag as given (the manifest inside records its commit);
+    # fetch.py checks it again in the build.
     local source="${MODEL_SOURCE:-huggingface}" revision
     revision="$("$VENV/bin/python" - "$model" "$source" "${MODEL_REVISION:-}" <<'EOF'
 import sys

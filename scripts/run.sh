@@ -46,7 +46,7 @@ case "$MODEL" in
       # Same code as the image build: pinned revision, LFS checks, verified manifest. A second run re-verifies.
       RERANK_MODEL_DIR="$("$VENV/bin/python" -m model_setup fetch --repo "$MODEL" --source "$source" \
         ${MODEL_REVISION:+--revision "$MODEL_REVISION"} "$dest")" \
-        || die "could not fetch $MODEL (error above): check the network and that the model hub is reachable, or try the API offline with ./scripts/run.sh tiny"
+        || die "could not fetch $MODEL (error above); to try the API offline: ./scripts/run.sh tiny"
     else
       echo "run: '$MODEL' is neither 'tiny', a directory, a size nor a hub repository (owner/name)" >&2
       exit 2

@@ -184,6 +184,7 @@ def run_model_stage(
         ("/opt/venv/bin/python", f"{sys.executable} -I -S"),
         ("/opt/fetch/fetch.py", str(ROOT / "model_setup" / "fetch.py")),
         ("/run/secrets/hf_token", str(tmp_path / "no-secret")),
+        ("/run/secrets/modelscope_token", str(tmp_path / "no-secret")),
         ("/var/cache/lfs", str(tmp_path / "lfs-cache")),
         ("/models/model", str(tmp_path / "models" / "model")),
     ):
@@ -201,8 +202,8 @@ def run_model_stage(
     ("build_args", "error"),
     [
         (
-            {"MODEL_REPO": "8b"},
-            "no pinned revision for Qwen/Qwen3-Reranker-8B: pass --revision (MODEL_REVISION",
+            {"MODEL_REPO": "someone/some-reranker"},
+            "no pinned revision for someone/some-reranker: pass --revision (MODEL_REVISION",
         ),
         ({"MODEL_SOURCE": "modelscope"}, "no pinned ModelScope revision for Qwen/Qwen3-Reranker-4B: "),
         ({"MODEL_REPO": "3b"}, "--repo '3b' is neither a size (0.6b, 4b, 8b)"),
@@ -298,7 +299,8 @@ def test_no_secret_in_arg_or_env(containerfile: Containerfile) -> None:
         names += list(env_of(stage))
     assert [name for name in names if SECRET_NAME.search(name)] == []
     text = CONTAINERFILE.read_text()
-    assert "--mount=type=secret,id=hf_token" in text  # the token's only way in
+    assert "--mount=type=secret,id=hf_token" in text  # the tokens' only way in
+    assert "--mount=type=secret,id=modelscope_token" in text
     assert "hf_" not in text.replace("hf_token", "")
 
 

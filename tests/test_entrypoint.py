@@ -227,14 +227,20 @@ def test_an_r535_driver_is_refused_unless_forward_compatibility_is_on(
 
 @pytest.mark.parametrize(
     ("compute_cap", "refused", "weights_only"),
-    [("7.5", True, False), ("8.6", False, True), ("8.9", False, False), ("9.0", False, False)],
+    [
+        ("7.0", True, False),
+        ("7.5", False, True),
+        ("8.6", False, True),
+        ("8.9", False, False),
+        ("9.0", False, False),
+    ],
 )
 def test_fp8_reaches_vllm_where_the_gpu_has_it(
     model_dir: Path, keys: Keys, tmp_path: Path, compute_cap: str, refused: bool, weights_only: bool
 ) -> None:
-    """RERANK_QUANTIZATION=fp8 becomes vLLM's `--quantization fp8`. A Turing GPU (7.5) has no FP8 kernel
-    in vLLM: refused before vLLM loads; Ampere (8.x) keeps FP8 weights only, which the log says; Ada (8.9)
-    and Hopper (9.0) compute in FP8."""
+    """RERANK_QUANTIZATION=fp8 becomes vLLM's `--quantization fp8`. A Volta GPU (7.0) has no FP8 kernel in
+    vLLM (its Fp8Config asks for 7.5): refused before vLLM loads; Turing (7.5) and Ampere (8.x) keep FP8
+    weights only, which the log says; Ada (8.9) and Hopper (9.0) compute in FP8."""
     path = fake_nvidia_smi(tmp_path / "bin", "580.65.06", compute_cap)
     if refused:
         result = run_to_exit(
@@ -243,7 +249,7 @@ def test_fp8_reaches_vllm_where_the_gpu_has_it(
         assert result.returncode == 64
         message = error_event(result)["message"]
         assert (
-            "RERANK_QUANTIZATION=fp8 needs an Ampere or newer GPU (compute capability 8.0+); "
+            "RERANK_QUANTIZATION=fp8 needs a Turing or newer GPU (compute capability 7.5+); "
             f"this one is {compute_cap}" in message
         )
         return

@@ -349,15 +349,27 @@ def test_token_reaches_git_only_through_the_environment(repo: ModelRepo, tmp_pat
     assert token not in result.stderr + result.stdout
     assert token not in (dest / fetchlib.MANIFEST_NAME).read_text()
 
+    env = fetchlib.git_env(
+        {**os.environ, "HOME": str(tmp_path)}, token, url="https://huggingface.co/Qwen/Qwen3-Reranker-4B"
+    )
     filled = subprocess.run(
         ["git", "credential", "fill"],
-        input="protocol=https\nhost=huggingface.co\n\n",
-        env=fetchlib.git_env({**os.environ, "HOME": str(tmp_path)}, token),
+        input="protocol=https\nhost=huggingface.co\npath=Qwen/Qwen3-Reranker-4B\n\n",
+        env=env,
         capture_output=True,
         text=True,
         check=True,
     )
     assert f"password={token}" in filled.stdout.splitlines()
+    elsewhere = subprocess.run(  # another host asks: git finds no credential (and may not prompt)
+        ["git", "credential", "fill"],
+        input="protocol=https\nhost=cdn-lfs.example.com\n\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert token not in elsewhere.stdout
 
 
 def test_token_file(tmp_path: Path) -> None:
