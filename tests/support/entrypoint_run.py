@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,6 +14,15 @@ from pathlib import Path
 from tests.support.procs import ROOT
 
 ENTRYPOINT = ROOT / "entrypoint.sh"
+# A container runtime starts PID 1 with every signal at its default. A shell started with SIGINT ignored (by a
+# suite launched in the background: `cmd &` in a script ignores SIGINT and SIGQUIT) may not trap it (POSIX),
+# so the entrypoint is started through this, whatever started the suite.
+DEFAULT_SIGNALS = (
+    sys.executable, "-S", "-c",
+    "import os, signal, sys\n"
+    "for s in (signal.SIGINT, signal.SIGQUIT): signal.signal(s, signal.SIG_DFL)\n"
+    "os.execv(sys.argv[1], sys.argv[1:])",
+)  # fmt: skip
 
 
 def children_of(pid: int) -> dict[int, int]:
@@ -51,7 +61,7 @@ class EntrypointRun:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("wb") as log:  # a fresh log per run: tests look for lines in it
             self.proc = subprocess.Popen(
-                [*prefix, "/bin/sh", str(ENTRYPOINT)],
+                [*prefix, *DEFAULT_SIGNALS, "/bin/sh", str(ENTRYPOINT)],
                 env=dict(env),
                 cwd=ROOT,
                 stdout=log,
