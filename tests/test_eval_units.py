@@ -509,11 +509,11 @@ def test_the_report_says_in_words_which_way_a_difference_goes(tmp_path: Path) ->
     puts it first: significantly better; the reverse order is significantly worse."""
     queries = [labelled(f"s{n}", {f"p{i}": 3 if i == n % 3 + 2 else 0 for i in range(5)}) for n in range(8)]
     best = {
-        q.id: Ranked(tuple(sorted(range(5), key=lambda i: -q.candidates[i].label)), (1.0,) * 5)
+        q.id: Ranked(tuple(sorted(range(5), key=lambda i: -q.labels()[q.candidates[i].id])), (1.0,) * 5)
         for q in queries
     }
     worst = {
-        q.id: Ranked(tuple(sorted(range(5), key=lambda i: q.candidates[i].label)), (1.0,) * 5)
+        q.id: Ranked(tuple(sorted(range(5), key=lambda i: q.labels()[q.candidates[i].id])), (1.0,) * 5)
         for q in queries
     }
     runs = {

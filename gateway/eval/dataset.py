@@ -1,9 +1,14 @@
-"""Labelled product searches: our JSONL layout and the Amazon ESCI layout, read into one shape.
+"""Product searches, labelled or not: our JSONL layout and the Amazon ESCI layout, read into one shape.
 
 JSONL, one search a line (``query_id`` optional; each candidate's ``id`` optional, ``label`` an integer
 grade, every other field is the product as sent to the endpoint, in the order the shop's engine gave)::
 
     {"query_id": "q1", "query": "...", "candidates": [{"id": "p1", "label": 3, "title": "...", "ctr": 0.04}]}
+
+A query log has no labels: every candidate without ``label`` (a file labels all of them or none). It may
+also be the rerank requests as logged, ``documents`` for ``candidates`` and plain strings for products::
+
+    {"query": "...", "documents": ["2-person tent, 1.6 kg", {"text": "Camping mug", "brand": "Stanley"}]}
 
 ESCI (Reddy et al. 2022): ``shopping_queries_dataset_examples`` (one row per query and product: ``query``,
 ``query_id``, ``product_id``, ``product_locale``, ``esci_label``, ``small_version``, ``split``) as parquet,
@@ -26,6 +31,7 @@ ESCI_LABELS = {"E": 3, "S": 2, "C": 1, "I": 0}  # exact, substitute, complement,
 ESCI_TEXT = ("product_title", "product_brand", "product_color", "product_bullet_point", "product_description")
 ESCI_RANK_FIELDS = ("product_title", "product_brand", "product_color")
 RESERVED = ("id", "label")  # candidate keys that are ours, not the product's
+LISTS = ("candidates", "documents")  # our name for a search's products, and the rerank request's
 
 
 class DatasetError(ValueError):
@@ -35,7 +41,7 @@ class DatasetError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Candidate:
     id: str
-    label: int
+    label: int | None  # None in a query log (no labels): only the agreement gate can use it
     document: dict[str, Any]  # what the endpoint receives
 
 
@@ -46,7 +52,7 @@ class LabelledQuery:
     candidates: tuple[Candidate, ...]  # in the order given: the baseline
 
     def labels(self) -> dict[str, int]:
-        return {candidate.id: candidate.label for candidate in self.candidates}
+        return {c.id: c.label for c in self.candidates if c.label is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +65,13 @@ class LabelledSet:
         return self if limit is None else LabelledSet(self.name, self.queries[:limit], self.rank_fields)
 
     @property
+    def labelled(self) -> bool:
+        """Readers accept every candidate labelled or none, so the first one tells."""
+        return self.queries[0].candidates[0].label is not None
+
+    @property
     def max_label(self) -> int:
-        return max(c.label for q in self.queries for c in q.candidates)
+        return max((c.label for q in self.queries for c in q.candidates if c.label is not None), default=0)
 
 
 def smoke_path() -> Path:
@@ -107,15 +118,17 @@ def _esci_rows(path: Path) -> bool:
 def read_jsonl(path: Path, *, name: str) -> LabelledSet:
     queries: list[LabelledQuery] = []
     seen: set[str] = set()
+    labelled: bool | None = None  # what the first search says: labels everywhere, or a query log
     for number, line in _lines(path):
         where = f"{path.name} line {number}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{where}: not JSON ({exc.msg})") from None
-        query = _query(row, where, default_id=f"q{len(queries) + 1}")
+        query = _query(row, where, default_id=f"q{len(queries) + 1}", labelled=labelled)
         if query.id in seen:
             raise DatasetError(f"{where}: query_id '{query.id}' appears twice")
+        labelled = query.candidates[0].label is not None
         seen.add(query.id)
         queries.append(query)
     if not queries:
@@ -130,23 +143,38 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield number, line
 
 
-def _query(row: Any, where: str, *, default_id: str) -> LabelledQuery:
+def _query(row: Any, where: str, *, default_id: str, labelled: bool | None) -> LabelledQuery:
+    """One search; ``labelled`` is what the searches before it said (None for the first): a file labels
+    every candidate or none, since half a labelling would measure NDCG on some products and not others."""
     if not isinstance(row, dict):
         raise DatasetError(f"{where}: expected an object with query and candidates")
-    query, candidates = row.get("query"), row.get("candidates")
+    present = [key for key in LISTS if key in row]
+    if len(present) > 1:
+        raise DatasetError(f"{where}: give 'candidates' or 'documents', not both")
+    lists = present[0] if present else LISTS[0]
+    query, candidates = row.get("query"), row.get(lists)
     if not isinstance(query, str) or not query.strip():
         raise DatasetError(f"{where}: 'query' must be a non-empty string")
     if not isinstance(candidates, list) or not candidates:
-        raise DatasetError(f"{where}: 'candidates' must be a non-empty list of products")
+        raise DatasetError(f"{where}: '{lists}' must be a non-empty list of products")
     query_id = str(row.get("query_id", default_id))
     parsed: list[Candidate] = []
     for i, item in enumerate(candidates):
-        at = f"{where}: candidates[{i}]"
+        at = f"{where}: {lists}[{i}]"
+        if isinstance(item, str):  # a logged request's plain-text document, as the API takes it
+            item = {"text": item}  # noqa: PLW2901
         if not isinstance(item, dict):
-            raise DatasetError(f"{at} must be an object with a label and the product's fields")
+            raise DatasetError(f"{at} must be an object with the product's fields, or a string")
         label = item.get("label")
-        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
+        if label is not None and (isinstance(label, bool) or not isinstance(label, int) or label < 0):
             raise DatasetError(f"{at}: 'label' must be a whole number from 0 (irrelevant) up")
+        if labelled is None:
+            labelled = label is not None
+        if (label is not None) != labelled:
+            raise DatasetError(
+                f"{at} {'has no' if labelled else 'has a'} label unlike the products before it: "
+                "label every candidate, or none (a query log)"
+            )
         document = {key: value for key, value in item.items() if key not in RESERVED}
         if not document:
             raise DatasetError(f"{at} has no product fields besides id and label")

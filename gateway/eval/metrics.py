@@ -113,7 +113,7 @@ def evaluate(
 ) -> Evaluation:
     """Metrics of every run (``runs`` starts with the baseline) and the comparisons named in ``pairs``
     (run, the run it is measured against)."""
-    judged = [q for q in queries if any(c.label >= relevant for c in q.candidates)]
+    judged = [q for q in queries if any(c.label is not None and c.label >= relevant for c in q.candidates)]
     skipped = tuple(q.id for q in queries if q not in judged)
     if not judged:
         raise DatasetError(f"no query has a candidate labelled {relevant} or more: nothing to measure")
