@@ -225,6 +225,22 @@ def test_an_r535_driver_is_refused_unless_forward_compatibility_is_on(
         run.close()
 
 
+def log_until_ready(env: dict[str, str]) -> str:
+    """The entrypoint's log from its start (stub children) until it is ready; it is stopped after."""
+    run = EntrypointRun(env, Path(env["STUB_EVENTS"]).with_name("entrypoint.log"))
+    try:
+        wait_for_line(run, '"event":"ready"', 30)
+        return run.log_text()
+    finally:
+        run.close()
+
+
+def event_message(log: str, event: str) -> str:
+    """The message of the one line of ``event`` in the entrypoint's log."""
+    (message,) = (json.loads(line)["message"] for line in log.splitlines() if f'"event":"{event}"' in line)
+    return str(message)
+
+
 @pytest.mark.parametrize(
     ("compute_cap", "refused", "weights_only"),
     [
@@ -253,17 +269,10 @@ def test_fp8_reaches_vllm_where_the_gpu_has_it(
             f"this one is {compute_cap}" in message
         )
         return
-    env = stub_env(model_dir, keys, tmp_path, RERANK_DEVICE="cuda", PATH=path, RERANK_QUANTIZATION="fp8")
-    run = EntrypointRun(env, tmp_path / "fp8.log")
-    try:
-        wait_for_line(run, '"event":"ready"', 30)
-        log = run.log_text()
-    finally:
-        run.close()
-    (command,) = (
-        json.loads(line)["message"] for line in log.splitlines() if '"event":"vllm_command"' in line
+    log = log_until_ready(
+        stub_env(model_dir, keys, tmp_path, RERANK_DEVICE="cuda", PATH=path, RERANK_QUANTIZATION="fp8")
     )
-    assert "--quantization fp8" in command
+    assert "--quantization fp8" in event_message(log, "vllm_command")
     assert ('"event":"fp8_weights_only"' in log) is weights_only
 
 
@@ -272,20 +281,9 @@ def test_a_quantised_checkpoint_is_served_as_it_declares(
 ) -> None:
     """A checkpoint with its own quantization_config reaches vLLM as its directory and nothing else: vLLM
     reads the scheme (and picks its fastest kernel for it). Asking vLLM to quantise it again is refused."""
-    env = stub_env(quantised_model_dir, keys, tmp_path)
-    run = EntrypointRun(env, tmp_path / "quantised.log")
-    try:
-        wait_for_line(run, '"event":"ready"', 30)
-        log = run.log_text()
-    finally:
-        run.close()
-    verified = next(
-        json.loads(line)["message"] for line in log.splitlines() if '"event":"model_verified"' in line
-    )
-    assert "compressed-tensors W8A8 int (lm_head kept)" in verified
-    (command,) = (
-        json.loads(line)["message"] for line in log.splitlines() if '"event":"vllm_command"' in line
-    )
+    log = log_until_ready(stub_env(quantised_model_dir, keys, tmp_path))
+    assert "compressed-tensors W8A8 int (lm_head kept)" in event_message(log, "model_verified")
+    command = event_message(log, "vllm_command")
     assert f"--model {quantised_model_dir} " in command
     assert "--quantization" not in command
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.support.procs import Service, start_gateway, wait_http
+from tests.support.procs import TEST_DTYPE, Service, start_gateway, wait_http
 
 SERVED_NAME = "qwen3-reranker-4b"
 TEST_MAX_MODEL_LEN = 2048
@@ -84,6 +84,7 @@ def gateway_env(model_dir: Path, keys: Keys, upstream: str, **extra: str) -> dic
         "RERANK_API_KEYS_FILE": str(keys.file),
         "RERANK_UPSTREAM_URL": upstream,
         "RERANK_SERVED_MODEL_NAME": SERVED_NAME,
+        "RERANK_DTYPE": TEST_DTYPE,  # what the session's vLLM computes in: part of the score cache's key
         "RERANK_MAX_MODEL_LEN": str(TEST_MAX_MODEL_LEN),
         "RERANK_MAX_TOKENS_PER_DOC": str(TEST_MAX_TOKENS_PER_DOC),
         # Off unless a test turns it on: the suites below assert what happens when vLLM is asked (an outage is
