@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -78,6 +79,13 @@ def fresh_worker(vllm: Vllm, start_gateway: GatewayStarter) -> Gateway:
     return start_gateway("crash-loop", vllm.url, fresh_log=True)
 
 
+class Failure(NamedTuple):
+    at: float  # monotonic time the client saw it
+    error: str
+    client: int
+    opened: float  # when the failed connection's client was made: before the connection was opened
+
+
 @dataclass
 class Load:
     """Clients on keep-alive connections, each reconnecting after an error, until stopped."""
@@ -87,23 +95,25 @@ class Load:
     clients: int = 4
     stop: threading.Event = field(default_factory=threading.Event)
     answers: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, status)
-    errors: list[tuple[float, str]] = field(default_factory=list)
+    errors: list[Failure] = field(default_factory=list)
 
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
         headers = {"Authorization": f"Bearer {self.key}"}
+        opened = time.monotonic()  # before the client's connection is, which its first request opens
         client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
         while not self.stop.is_set():
             try:
                 status = client.post("/v1/rerank", json=BODY).status_code
                 self.answers.append((time.monotonic(), status))
             except httpx.HTTPError as exc:
-                self.errors.append((time.monotonic(), type(exc).__name__))
+                self.errors.append(Failure(time.monotonic(), type(exc).__name__, index, opened))
                 client.close()
+                opened = time.monotonic()
                 client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
         client.close()
 
     def __enter__(self) -> Load:
-        self._threads = [threading.Thread(target=self._run) for _ in range(self.clients)]
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(self.clients)]
         for thread in self._threads:
             thread.start()
         return self
@@ -123,17 +133,18 @@ def test_a_killed_worker_is_replaced_while_the_other_serves(two_workers: Gateway
     assert metric(gateway, 'rerank_gateway_workers{state="alive"}') == 2
     with Load(gateway.url, api_keys["shop-a"]) as load:
         wait_for(lambda: len(load.answers) >= 20, "20 answers before the kill")
+        killed_at = time.monotonic()  # before the kill: a client may see the reset before this thread runs on
         os.kill(before[1], signal.SIGKILL)
-        killed_at = time.monotonic()
         wait_for(lambda: replaced(gateway, 1, before[1]), "worker-1 replaced")
         replaced_at = time.monotonic()
         wait_for(lambda: sum(1 for t, _ in load.answers if t > replaced_at) >= 20, "20 answers after")
     assert gateway.service.proc.poll() is None, "the master exited"
     assert workers_of(master)[2] == before[2], "the other worker was restarted"
     assert {status for _, status in load.answers} == {200}
-    # Only connections the killed worker held fail: at most one per client, none after the replacement.
-    assert len(load.errors) <= load.clients, load.errors
-    assert all(killed_at <= t < replaced_at for t, _ in load.errors), load.errors
+    # Only connections the killed worker held fail: at most one per client, each opened before the kill and
+    # failing after it (whenever a client thread gets to notice on a busy machine); none opened later fails.
+    assert len({failure.client for failure in load.errors}) == len(load.errors) <= load.clients, load.errors
+    assert all(f.opened < killed_at <= f.at for f in load.errors), (killed_at, load.errors)
     assert any(killed_at < t < replaced_at for t, _ in load.answers), "worker-2 served during the respawn"
     (exited,) = events(gateway, "worker_exited")
     assert (exited["worker"], exited["pid"], exited["exit_code"]) == (1, before[1], -signal.SIGKILL)
