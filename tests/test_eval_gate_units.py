@@ -27,6 +27,7 @@ from gateway.eval.bounds import NDCG_DROP, TAU, THRESHOLDS, Bound, bounds_from
 from gateway.eval.client import Endpoint, Ranked
 from gateway.eval.dataset import Candidate, DatasetError, LabelledQuery, load
 from gateway.eval.store import ResultStore, request_key
+from tests.support.jsonl import write_lines
 from tests.support.shuffler import shuffle_results
 
 pytestmark = pytest.mark.unit
@@ -254,11 +255,6 @@ def test_the_table_marks_each_bound_and_says_what_was_not_computed() -> None:
 
 
 # --- query logs -----------------------------------------------------------------------------------------
-
-
-def write_lines(path: Path, rows: list[Any]) -> Path:
-    path.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n", encoding="utf-8")
-    return path
 
 
 def test_a_query_log_reads_without_labels_and_takes_logged_requests(tmp_path: Path) -> None:

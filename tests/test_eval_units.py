@@ -30,6 +30,7 @@ from gateway.eval.dataset import (
     smoke_path,
 )
 from gateway.eval.store import ResultStore, request_key
+from tests.support.jsonl import write_lines
 
 pytestmark = pytest.mark.unit
 
@@ -154,11 +155,6 @@ def test_the_smoke_set_is_bilingual_graded_and_holds_the_demo_laptop_query() -> 
     assert all(isinstance(c.document["ctr"], float) for q in data.queries for c in q.candidates)
     assert data.limited(3).queries == data.queries[:3]
     assert smoke_path().read_text(encoding="utf-8").count("\n") == len(data.queries)
-
-
-def write_lines(path: Path, rows: list[Any]) -> Path:
-    path.write_text("\n".join(json.dumps(row, ensure_ascii=False) for row in rows) + "\n", encoding="utf-8")
-    return path
 
 
 def test_jsonl_reader_keeps_order_and_strips_our_fields(tmp_path: Path) -> None:
