@@ -4,14 +4,17 @@
 #   1. Checks its inputs and exits 64 with one clear line if one is wrong: the model directory (verified
 #      by `python -m model_setup verify`, and of RERANK_MODEL_SIZE when set), API keys, ports, a visible
 #      GPU with a new enough driver (cuda mode), a writable cache directory. The served name defaults to
-#      the snapshot's (`python -m model_setup served-name`).
+#      the snapshot's (`python -m model_setup served-name`). With RERANK_FLEET_FILE, the fleet file and
+#      every local model's snapshot instead (`python -m model_setup fleet`, docs/fleet.md).
 #   2. Starts vLLM on 127.0.0.1 with the arguments from `python -m model_setup serve` and waits for its
-#      /health within RERANK_VLLM_START_TIMEOUT_S; then starts the gateway on RERANK_HOST:RERANK_PORT.
+#      /health within RERANK_VLLM_START_TIMEOUT_S; a fleet's local models one after another, each on its
+#      own port (one at a time: each vLLM measures the GPU memory it may take as it starts). Then starts the
+#      gateway on RERANK_HOST:RERANK_PORT.
 #   3. SIGTERM/SIGINT: the gateway stops accepting and finishes in-flight requests (up to
-#      RERANK_DRAIN_TIMEOUT_S) while vLLM still answers them; then vLLM stops (up to
+#      RERANK_DRAIN_TIMEOUT_S) while vLLM still answers them; then each vLLM stops (up to
 #      RERANK_VLLM_STOP_TIMEOUT_S); exit 0.
-#   4. Either child exits on its own: the other is stopped and the entrypoint exits 70, so the restart
-#      policy (Docker, Kubernetes) starts a fresh container.
+#   4. Any child exits on its own (the gateway or any vLLM): the others are stopped and the entrypoint
+#      exits 70, so the restart policy (Docker, Kubernetes) starts a fresh container.
 #
 # POSIX sh (dash). Runs as any UID: needs no passwd entry and no writable HOME, only RERANK_CACHE_DIR.
 # Each child runs in its own process group (setsid): a terminal's Ctrl-C reaches only this script, which
@@ -48,7 +51,8 @@ eval "$defaults"
 
 # --- supervision: defined first, so a signal during the checks already stops cleanly ------------------
 
-vllm_pid=""
+members=""  # one word per vLLM to start: <port>:<quantization>:<served name> (only a name may hold a ':')
+vllms=""    # one word per vLLM started: <pid>:<served name>
 gateway_pid=""
 nap_pid=""
 
@@ -64,7 +68,7 @@ nap() {  # sleep in the background and wait for it, so a trapped signal is handl
 }
 
 start() {  # start NAME ARGS...: in its own process group, so it and its children can be stopped as one
-  name=$1
+  started_name=$1
   shift
   if command -v setsid >/dev/null 2>&1; then
     setsid "$@" &
@@ -72,7 +76,7 @@ start() {  # start NAME ARGS...: in its own process group, so it and its childre
     "$@" &
   fi
   started_pid=$!
-  log info "${name}_started" "pid $started_pid"
+  log info "${started_name}_started" "pid $started_pid"
 }
 
 stop() {  # stop NAME PID TIMEOUT: SIGTERM, wait up to TIMEOUT seconds, then SIGKILL its process group
@@ -100,8 +104,13 @@ stop_all() {
   [ -z "$nap_pid" ] || kill "$nap_pid" 2>/dev/null || true
   stop gateway "$gateway_pid" "$RERANK_DRAIN_TIMEOUT_S"  # first: it finishes in-flight requests ...
   gateway_pid=""
-  stop vllm "$vllm_pid" "$RERANK_VLLM_STOP_TIMEOUT_S"   # ... while vLLM still answers them
-  vllm_pid=""
+  for vllm in $vllms; do  # ... while vLLM still answers them; every vLLM told at once, so their stops overlap
+    kill -TERM "${vllm%%:*}" 2>/dev/null || true
+  done
+  for vllm in $vllms; do
+    stop vllm "${vllm%%:*}" "$RERANK_VLLM_STOP_TIMEOUT_S"
+  done
+  vllms=""
 }
 
 on_signal() {
@@ -113,13 +122,28 @@ on_signal() {
 trap 'on_signal TERM' TERM
 trap 'on_signal INT' INT
 
-child_died() {  # child_died NAME PID: one child is gone; stop the other and exit non-zero
+child_died() {  # child_died NAME PID [WHAT]: one child is gone; stop the others and exit non-zero
   status=0
   wait "$2" 2>/dev/null || status=$?
-  log error "${1}_exited" "$1 exited with status $status; stopping the rest of the container"
+  log error "${1}_exited" "${3:-$1} exited with status $status; stopping the rest of the container"
   stop_all  # also kills what the dead child left in its process group (vLLM's engine process)
   exit "$EX_CHILD"
 }
+
+check_vllms() {  # every vLLM started so far is alive, or the container stops
+  for vllm in $vllms; do
+    pid=${vllm%%:*}
+    alive "$pid" || child_died vllm "$pid" "$(which_vllm "${vllm#*:}")"
+  done
+}
+
+which_vllm() {  # which_vllm NAME: how the log names a vLLM ("vllm" when there is one model)
+  if [ -n "${RERANK_FLEET_FILE:-}" ]; then printf 'vLLM of %s' "$1"; else printf vllm; fi
+}
+
+port_of() { printf '%s' "${1%%:*}"; }                   # of a member word
+quantization_of() { rest=${1#*:} && printf '%s' "${rest%%:*}"; }
+name_of() { rest=${1#*:} && printf '%s' "${rest#*:}"; }
 
 probe() {  # probe URL: 0 when it answers 200
   "$RERANK_PYTHON" -S -c 'import sys, urllib.request
@@ -157,23 +181,41 @@ if [ -n "${RERANK_API_KEYS_FILE:-}" ] && { [ ! -f "$RERANK_API_KEYS_FILE" ] || [
   die "RERANK_API_KEYS_FILE=$RERANK_API_KEYS_FILE is not a readable file (uid $(id -u))"
 fi
 
-[ -n "${RERANK_MODEL_DIR:-}" ] || die "RERANK_MODEL_DIR is not set: point it at a snapshot made by python -m model_setup fetch"
-[ -d "$RERANK_MODEL_DIR" ] || die "RERANK_MODEL_DIR=$RERANK_MODEL_DIR does not exist"
-# shellcheck disable=SC2086  # verify_args is empty or one flag
-if ! verified=$("$RERANK_PYTHON" -m model_setup verify $verify_args "$RERANK_MODEL_DIR" 2>&1); then
-  die "$(printf '%s\n' "$verified" | tail -n 1)"
-fi
-# The snapshot's name (model_setup/naming.py), checked against RERANK_MODEL_SIZE when one is declared; it
-# is the served name unless RERANK_SERVED_MODEL_NAME says otherwise, exported so vLLM and the gateway agree.
-if [ -z "${RERANK_SERVED_MODEL_NAME:-}" ] || [ -n "${RERANK_MODEL_SIZE:-}" ]; then
-  if ! named=$("$RERANK_PYTHON" -m model_setup served-name ${RERANK_MODEL_SIZE:+--size "$RERANK_MODEL_SIZE"} \
-    "$RERANK_MODEL_DIR" 2>&1); then
-    die "$(printf '%s\n' "$named" | tail -n 1)"
+if [ -n "${RERANK_FLEET_FILE:-}" ]; then
+  [ -f "$RERANK_FLEET_FILE" ] && [ -r "$RERANK_FLEET_FILE" ] ||
+    die "RERANK_FLEET_FILE=$RERANK_FLEET_FILE is not a readable file (uid $(id -u))"
+  # stdout is the member words alone; a failure is said again, on stderr, by a second run
+  # shellcheck disable=SC2086  # verify_args is empty or one flag
+  if ! members=$("$RERANK_PYTHON" -m model_setup fleet $verify_args 2>/dev/null); then
+    # shellcheck disable=SC2086
+    die "$("$RERANK_PYTHON" -m model_setup fleet $verify_args 2>&1 | tail -n 1)"
   fi
-  [ -n "${RERANK_SERVED_MODEL_NAME:-}" ] || RERANK_SERVED_MODEL_NAME=$named
+  members=$(printf '%s' "$members" | tr '\n' ' ')
+  planned=""
+  for member in $members; do
+    planned="${planned:+$planned, }$(name_of "$member") on port $(port_of "$member")"
+  done
+  log info fleet_verified "local models: ${planned:-none (every model is remote)}"
+else
+  [ -n "${RERANK_MODEL_DIR:-}" ] || die "RERANK_MODEL_DIR is not set: point it at a snapshot made by python -m model_setup fetch"
+  [ -d "$RERANK_MODEL_DIR" ] || die "RERANK_MODEL_DIR=$RERANK_MODEL_DIR does not exist"
+  # shellcheck disable=SC2086  # verify_args is empty or one flag
+  if ! verified=$("$RERANK_PYTHON" -m model_setup verify $verify_args "$RERANK_MODEL_DIR" 2>&1); then
+    die "$(printf '%s\n' "$verified" | tail -n 1)"
+  fi
+  # The snapshot's name (model_setup/naming.py), checked against RERANK_MODEL_SIZE when one is declared; it
+  # is the served name unless RERANK_SERVED_MODEL_NAME says otherwise, exported so vLLM and the gateway agree.
+  if [ -z "${RERANK_SERVED_MODEL_NAME:-}" ] || [ -n "${RERANK_MODEL_SIZE:-}" ]; then
+    if ! named=$("$RERANK_PYTHON" -m model_setup served-name ${RERANK_MODEL_SIZE:+--size "$RERANK_MODEL_SIZE"} \
+      "$RERANK_MODEL_DIR" 2>&1); then
+      die "$(printf '%s\n' "$named" | tail -n 1)"
+    fi
+    [ -n "${RERANK_SERVED_MODEL_NAME:-}" ] || RERANK_SERVED_MODEL_NAME=$named
+  fi
+  export RERANK_SERVED_MODEL_NAME
+  log info model_verified "$verified; served as $RERANK_SERVED_MODEL_NAME"
+  members="$RERANK_VLLM_PORT:${RERANK_QUANTIZATION:-}:$RERANK_SERVED_MODEL_NAME"
 fi
-export RERANK_SERVED_MODEL_NAME
-log info model_verified "$verified; served as $RERANK_SERVED_MODEL_NAME"
 
 if [ "$RERANK_DEVICE" = cuda ]; then
   if command -v nvidia-smi >/dev/null 2>&1; then
@@ -184,7 +226,11 @@ if [ "$RERANK_DEVICE" = cuda ]; then
     if is_uint "${driver%%.*}" && [ "${driver%%.*}" -lt "$RERANK_MIN_DRIVER_MAJOR" ] && [ "$compat" = 0 ]; then
       die "NVIDIA driver $driver is older than R$RERANK_MIN_DRIVER_MAJOR, which the CUDA 13 runtime in vLLM's wheels needs: upgrade the driver, or on a data-center GPU set VLLM_ENABLE_CUDA_COMPATIBILITY=1 to use the image's cuda-compat libraries (docs/image.md)"
     fi
-    if [ "${RERANK_QUANTIZATION:-}" = fp8 ]; then
+    fp8=""
+    for member in $members; do
+      [ "$(quantization_of "$member")" != fp8 ] || fp8=1
+    done
+    if [ -n "$fp8" ]; then
       # vLLM computes in FP8 from compute capability 8.9 (Ada, Hopper, Blackwell); from 7.5 (Turing, Ampere)
       # it keeps FP8 weights and computes in 16 bits (its FP8 Marlin kernel); below 7.5 it has no FP8 kernel.
       cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1)
@@ -235,37 +281,53 @@ export HOME XDG_CACHE_HOME XDG_CONFIG_HOME VLLM_CACHE_ROOT VLLM_CONFIG_ROOT TRIT
   TORCHINDUCTOR_CACHE_DIR NUMBA_CACHE_DIR HF_HOME
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # the model is a local snapshot; never reach for a hub
-export RERANK_DEVICE RERANK_MODEL_DIR RERANK_PORT RERANK_HOST RERANK_VLLM_PORT
+export RERANK_DEVICE RERANK_PORT RERANK_HOST RERANK_VLLM_PORT
+[ -z "${RERANK_MODEL_DIR:-}" ] || export RERANK_MODEL_DIR
 export RERANK_VLLM_HOST=127.0.0.1  # vLLM has no authentication: only the gateway may reach it
 export RERANK_UPSTREAM_URL="http://127.0.0.1:$RERANK_VLLM_PORT"
 
 # --- run ----------------------------------------------------------------------------------------------
 
-# Both children's settings are checked before vLLM spends minutes loading the model.
-vllm_command=$("$RERANK_PYTHON" -m model_setup args 2>&1) || die "vLLM settings: $(printf '%s\n' "$vllm_command" | tail -n 1)"
+fleet_model() {  # fleet_model NAME: the argument that picks a fleet's model (none for one model)
+  [ -z "${RERANK_FLEET_FILE:-}" ] || printf '%s' "--fleet-model=$1"
+}
+
+# Every child's settings are checked before vLLM spends minutes loading a model.
+for member in $members; do
+  port=$(port_of "$member") name=$(name_of "$member")
+  [ "$port" != "$RERANK_PORT" ] || die "RERANK_PORT and the vLLM port of $name are both $RERANK_PORT"
+  # shellcheck disable=SC2046  # fleet_model prints one argument without spaces, or nothing
+  vllm_command=$("$RERANK_PYTHON" -m model_setup args $(fleet_model "$name") 2>&1) ||
+    die "vLLM settings: $(printf '%s\n' "$vllm_command" | tail -n 1)"
+  log info vllm_command "$vllm_command"
+done
 gateway_check=$("$RERANK_PYTHON" -m gateway check 2>&1) \
   || die "$(printf '%s\n' "$gateway_check" | tail -n 1)"
-log info vllm_command "$vllm_command"
 
-start vllm "$RERANK_PYTHON" -m model_setup serve
-vllm_pid=$started_pid
-deadline=$(($(now) + RERANK_VLLM_START_TIMEOUT_S))
-until probe "$RERANK_UPSTREAM_URL/health"; do
-  alive "$vllm_pid" || child_died vllm "$vllm_pid"
-  if [ "$(now)" -ge "$deadline" ]; then
-    log error vllm_start_timeout "vLLM was not healthy within RERANK_VLLM_START_TIMEOUT_S=${RERANK_VLLM_START_TIMEOUT_S}s"
-    stop_all
-    exit "$EX_CHILD"
-  fi
-  nap 1
+# One budget for all: a fleet's vLLMs load one after another within it (the chart's start-up probe is one).
+start_deadline=$(($(now) + RERANK_VLLM_START_TIMEOUT_S))
+for member in $members; do
+  port=$(port_of "$member") name=$(name_of "$member")
+  # shellcheck disable=SC2046  # as above
+  start vllm "$RERANK_PYTHON" -m model_setup serve $(fleet_model "$name")
+  vllms="$vllms $started_pid:$name"
+  until probe "http://127.0.0.1:$port/health"; do
+    check_vllms
+    if [ "$(now)" -ge "$start_deadline" ]; then
+      log error vllm_start_timeout "vLLM${RERANK_FLEET_FILE:+ of $name} was not healthy within RERANK_VLLM_START_TIMEOUT_S=${RERANK_VLLM_START_TIMEOUT_S}s"
+      stop_all
+      exit "$EX_CHILD"
+    fi
+    nap 1
+  done
+  log info vllm_ready "http://127.0.0.1:$port${RERANK_FLEET_FILE:+ ($name)}"
 done
-log info vllm_ready "$RERANK_UPSTREAM_URL"
 
 start gateway "$RERANK_PYTHON" -m gateway serve
 gateway_pid=$started_pid
 ready=""
 while :; do
-  alive "$vllm_pid" || child_died vllm "$vllm_pid"
+  check_vllms
   alive "$gateway_pid" || child_died gateway "$gateway_pid"
   if [ -z "$ready" ] && probe "http://127.0.0.1:$RERANK_PORT/health"; then
     ready=1

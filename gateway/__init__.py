@@ -12,7 +12,8 @@ request meets them:
   framing.py       Host, the request target's and the head's size, Content-Encoding
   fastpath.py      the rerank routes straight from ASGI, and the body reader both paths use
   routes.py        the API's contracts (v1, v2, /rerank, models, health, ready, docs): decoded, shaped
-  rerank.py        request semantics: validate, render, fit, score, order
+  rerank.py        request semantics: validate, render, fit, score (one model, or a cascade's two), order
+  models.py        the models served, by name and alias: each one's vLLM, budget, cache and bound
   neutralise.py    control tokens in a shopper's text stay text
   tokens.py        token budgets, truncation and chunking
   limits.py        per-key rate limits (limits.lua and refund.lua run in Redis)

@@ -21,7 +21,7 @@ def _configuration() -> Settings | None:
     from gateway.app import load_keyring  # noqa: PLC0415  # pulls in the app only when needed
 
     try:
-        settings = Settings()  # type: ignore[call-arg]  # model_dir and keys come from RERANK_* variables
+        settings = Settings()
     except ValidationError as exc:
         for error in exc.errors():
             # Name the environment variable the operator has to fix, e.g. RERANK_MODEL_DIR.
@@ -64,9 +64,11 @@ def _serve() -> int:
 def _serve_metrics(settings: Settings, metrics_dir: Path, state_file: Path) -> bool:
     from gateway.observe import scrape  # noqa: PLC0415
 
+    served = settings.fleet()
     collectors = [
-        scrape.BuildInfo(settings.served_model_name, settings.model_dir, settings.precision()),
-        scrape.VllmMetrics(settings.upstream_url),
+        scrape.BuildInfo([(m.name, m.model_dir, settings.precision(m)) for m in served.members]),
+        # vLLM's own metrics from this pod's vLLMs: a remote model's are its own pod's to export.
+        scrape.VllmMetrics({member.name: member.url for member in settings.own_vllms()}),
         scrape.WorkerProcesses(state_file),
     ]
     try:

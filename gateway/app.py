@@ -19,7 +19,7 @@ from gateway import package_version
 from gateway.apidoc.document import Limits, openapi
 from gateway.apidoc.page import render as render_page
 from gateway.bodydeadline import BodyDeadline
-from gateway.cache import ScoreCache, SharedTier, model_identity
+from gateway.cache import SharedTier
 from gateway.errors import exception_handlers
 from gateway.fastpath import FastRoutes
 from gateway.framing import Framing
@@ -28,18 +28,15 @@ from gateway.keys import KeyRing
 from gateway.keyswatch import KeyWatch
 from gateway.layers import stack
 from gateway.limits import Limiter, LimitStore, MemoryStore, RedisStore
-from gateway.neutralise import Neutraliser
+from gateway.models import Models
+from gateway.models import build as build_models
 from gateway.observe.metrics import FLUSH_INTERVAL_S, Metrics
 from gateway.requestcap import RequestCap
 from gateway.requestlog import RequestLog
 from gateway.rerank import Reranker
 from gateway.routes import RerankApi, handlers
 from gateway.settings import Settings
-from gateway.shedding import Shedder
-from gateway.tokens import PromptBudget
 from gateway.unreadbody import UnreadBody
-from gateway.upstream import Upstream
-from model_setup.serving import Precision
 
 _log = structlog.get_logger("gateway")
 
@@ -47,8 +44,9 @@ _log = structlog.get_logger("gateway")
 def create_app(settings: Settings) -> Litestar:
     """Build the gateway. Tests put fault-injecting vLLM stand-ins on the wire (RERANK_UPSTREAM_URL)."""
     in_flight = InFlight()
-    shedder = _shedder(settings)
-    metrics = _metrics(settings, in_flight, shedder)
+    shared = _shared_tier(settings)
+    models = build_models(settings, settings.fleet(), shared)
+    metrics = _metrics(settings, in_flight, models)
     keyring = KeyWatch(
         load_keyring(settings),
         file=settings.api_keys_file,
@@ -56,15 +54,10 @@ def create_app(settings: Settings) -> Litestar:
         interval_s=settings.api_keys_reload_s,
         on_reload=metrics.key_reloaded if metrics else None,
     )
-    precision = settings.precision()
-    budget = PromptBudget.from_model_dir(settings.model_dir, max_model_len=settings.max_model_len)
-    upstream = Upstream(settings)
     limiter = Limiter(_limit_store(settings), fail_open=settings.redis_failure_mode == "open")
-    cache = _score_cache(settings, precision)
-    neutraliser = Neutraliser.for_prompt(budget.tokenizer)
-    reranker = Reranker(settings, upstream, budget, limiter, cache, neutraliser=neutraliser, shedder=shedder)
-    api = RerankApi(settings, keyring, reranker, precision)
-    document = openapi(title="product-rerank", version=package_version(), limits=_limits(settings))
+    reranker = Reranker(settings, models, limiter)
+    api = RerankApi(settings, keyring, reranker, models)
+    document = openapi(title="product-rerank", version=package_version(), limits=_limits(settings, models))
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -76,8 +69,9 @@ def create_app(settings: Settings) -> Litestar:
             # The server has stopped accepting; requests it already took still need vLLM and Redis.
             if not await in_flight.wait_idle(settings.drain_timeout_s):
                 _log.warning("drain_timeout", in_flight=in_flight.count)
-            await upstream.aclose()
-            await cache.aclose()
+            await models.aclose()
+            if shared is not None:
+                await shared.aclose()
             await limiter.aclose()
             watching.cancel()
             if flushing is not None and metrics is not None:
@@ -87,7 +81,7 @@ def create_app(settings: Settings) -> Litestar:
     app = Litestar(
         route_handlers=handlers(
             api,
-            upstream,
+            models,
             max_body=settings.max_body_bytes,
             openapi_json=msgspec.json.encode(document),
             docs_html=render_page(document).encode(),
@@ -132,14 +126,17 @@ def load_keyring(settings: Settings) -> KeyRing:
     )
 
 
-def _metrics(settings: Settings, in_flight: InFlight, shedder: Shedder | None) -> Metrics | None:
+def _metrics(settings: Settings, in_flight: InFlight, models: Models) -> Metrics | None:
     if not settings.metrics_port:
         return None
+    shedders = {scorer.name: scorer.shedder for scorer in models.scorers}
     return Metrics(
         lambda: in_flight.count,
         settings.metrics_dir,
-        pairs_in_flight=(lambda: shedder.in_flight) if shedder else (lambda: 0),
-        queued=(lambda: shedder.queued) if shedder else (lambda: 0),
+        pairs_in_flight=lambda: {
+            name: shedder.in_flight if shedder else 0 for name, shedder in shedders.items()
+        },
+        queued=lambda: {name: shedder.queued if shedder else 0 for name, shedder in shedders.items()},
     )
 
 
@@ -153,37 +150,21 @@ def _limit_store(settings: Settings) -> LimitStore:
     return MemoryStore()
 
 
-def _shedder(settings: Settings) -> Shedder | None:
-    """The bound on pairs in flight to vLLM: the gateway's total, shared equally by its workers."""
-    if settings.max_pairs_in_flight == 0:
-        return None
-    return Shedder(
-        max_pairs=max(1, settings.max_pairs_in_flight // settings.workers),
-        max_queued=settings.queue_max_requests,
-        wait_s=settings.queue_timeout_s,
-    )
-
-
-def _score_cache(settings: Settings, precision: Precision) -> ScoreCache:
-    shared = None
+def _shared_tier(settings: Settings) -> SharedTier | None:
+    """The score cache's Redis tier, one for every model (a pair's key names its model)."""
     if settings.score_cache_redis_ttl_s > 0 and settings.redis_url is not None:  # Settings ensures the URL
-        shared = SharedTier(
+        return SharedTier(
             settings.redis_url.get_secret_value(),
             ttl_s=settings.score_cache_redis_ttl_s,
             timeout_s=settings.redis_timeout_s,
         )
-    return ScoreCache(
-        identity=model_identity(settings.model_dir, settings.served_model_name, precision),
-        max_bytes=settings.score_cache_max_bytes,
-        scope=settings.score_cache_scope,
-        shared=shared,
-    )
+    return None
 
 
-def _limits(settings: Settings) -> Limits:
+def _limits(settings: Settings, models: Models) -> Limits:
     """What the OpenAPI document states of this deployment's limits."""
     return Limits(
-        model_names=settings.model_names,
+        model_names=models.names,
         max_documents=settings.max_documents,
         max_query_chars=settings.max_query_chars,
         max_instruction_chars=settings.max_instruction_chars,

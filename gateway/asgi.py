@@ -12,6 +12,6 @@ from gateway.settings import Settings
 
 def app_from_env() -> Litestar:
     """Factory the server calls in each worker (``factory=True``); never runs at import."""
-    settings = Settings()  # type: ignore[call-arg]  # model_dir and keys come from RERANK_* variables
+    settings = Settings()
     configure_logging(level=settings.log_level, json=settings.log_format == "json")
     return create_app(settings)

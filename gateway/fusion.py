@@ -58,6 +58,10 @@ class FusionPlan:
                 fused[i] += weight * value
         return fused
 
+    def only(self, indices: Sequence[int]) -> FusionPlan:
+        """The plan for the documents at ``indices`` alone (a cascade's second stage blends over those)."""
+        return FusionPlan(self.spec, tuple(tuple(column[i] for i in indices) for column in self.columns))
+
 
 def spec(fields: dict[str, float], normalize: str, missing: float | None) -> FusionSpec:
     """Validated fusion settings; ValueError says what is wrong (callers add where it came from)."""

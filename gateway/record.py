@@ -28,6 +28,7 @@ class RequestRecord:
     trace_id: str | None = None  # from the caller's W3C traceparent, if it sent a valid one
     route: str = UNMATCHED
     key_id: str | None = None
+    model: str | None = None  # the model entry that answered (its name, whichever alias was asked for)
     status: int = 0
     duration_ms: float = 0.0
     upstream_ms: float = 0.0
@@ -36,6 +37,7 @@ class RequestRecord:
     chunks: int | None = None
     search_units: int | None = None
     input_tokens: int | None = None  # meta.tokens.input_tokens of the answer
+    tokens_by_model: dict[str, int] | None = None  # the same, per model that scored (a cascade has two)
     limit: str | None = None  # the rate-limit decision: admitted, limited:<kind>, fail_open, unlimited
     priority: int | None = None  # Cohere v2's priority, when the request gave one
     queue_ms: float | None = None  # time waiting for capacity to vLLM (gateway/shedding.py)
@@ -46,6 +48,7 @@ class RequestRecord:
     cache_shared: int | None = None
     cache_misses: int | None = None
     upstream_error: str | None = None  # why the vLLM call failed: a kind of rerank_upstream_failures_total
+    upstream_model: str | None = None  # whose vLLM that was
     error: str | None = None  # the ErrorKind of the answer (gateway/errors.py)
     # Not logged: headers every response to this request carries (the rate-limit state), and the trace
     # context to forward to vLLM.

@@ -1,4 +1,5 @@
-"""Request semantics shared by the Cohere v1/v2 routes: validate, render, fit, score, order."""
+"""Request semantics shared by the rerank routes: validate, render, fit, score (one model, or a cascade's
+two), order."""
 
 from __future__ import annotations
 
@@ -11,17 +12,14 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from gateway.cache import ScoreCache, Scored
-from gateway.errors import ApiError, ErrorKind, invalid
+from gateway.errors import ApiError, invalid
 from gateway.fusion import FusionPlan, order_of
 from gateway.keys import ApiKey
 from gateway.limits import KeyLimits, Limiter
-from gateway.neutralise import Neutraliser
+from gateway.models import Cascade, Model, Models, Scorer
 from gateway.record import current_record
 from gateway.settings import Settings
-from gateway.shedding import Shedder
-from gateway.tokens import PromptBudget
-from gateway.upstream import Scores, Upstream
+from gateway.upstream import Scores
 
 DOCUMENTS_PER_SEARCH_UNIT = 100  # Cohere's billing unit: one query against up to 100 documents (chunks)
 # Object documents are echoed back (return_documents) and rendered as JSON (rank_fields): a bounded depth
@@ -33,48 +31,64 @@ KEYS_REMEMBERED = 10_000  # resolved limits kept per key object
 @dataclass(frozen=True, slots=True)
 class Ranking:
     order: list[int]  # document indices, best first, top_n and score_threshold applied
-    scores: list[float]  # per original document
+    scores: list[float]  # per original document (a cascade's: the second model's for the ones it scored)
     search_units: int
     input_tokens: int  # every prompt scored for the request (all chunks, all documents), as vLLM counts
+    tokens_by_model: dict[str, int]  # input_tokens by the model that scored them
     fused: list[float] | None = None  # per original document, when fusion ordered them (gateway/fusion.py)
+    scored_by: list[str] | None = None  # a cascade's: per original document, the model whose score it has
+
+
+@dataclass(frozen=True, slots=True)
+class _Fitted:
+    """A request's query and instruction as one model reads them, and the room left for a document."""
+
+    scorer: Scorer
+    query: str
+    instruction: str
+    room: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Stage:
+    """One model's scores for some of a request's documents: per document, its best chunk's."""
+
+    scores: list[float]
+    tokens: int
 
 
 class Reranker:
-    def __init__(
-        self,
-        settings: Settings,
-        upstream: Upstream,
-        budget: PromptBudget,
-        limiter: Limiter,
-        cache: ScoreCache,
-        *,
-        neutraliser: Neutraliser,
-        shedder: Shedder | None = None,
-    ) -> None:
-        self._shedder = shedder
+    def __init__(self, settings: Settings, models: Models, limiter: Limiter) -> None:
         self._settings = settings
-        self._neutral = neutraliser
-        self._upstream = upstream
-        self._budget = budget
+        self._models = models
         self._limiter = limiter
-        self._cache = cache
         # Resolved limits per key object (holding the key, so its id cannot be reused by another).
         self._limits: dict[int, tuple[ApiKey, KeyLimits]] = {}
         # Tokenizing long documents is CPU work: at most this many requests do it at once, so a burst of
         # huge requests queues here instead of starving the event loop and every other request.
         self._tokenizer_threads = anyio.CapacityLimiter(settings.tokenizer_threads)
 
-    def check_common(self, model: str | None, query: str, documents: int, top_n: int | None) -> None:
-        """The checks every rerank route makes before looking at documents one by one."""
-        self.check_model(model)
+    def check_common(self, model: str | None, query: str, documents: int, top_n: int | None) -> Model:
+        """The checks every rerank route makes before looking at documents one by one; the model named."""
+        found = self._models.resolve(model)
+        record = current_record()
+        if record is not None:
+            record.model = found.name
         self.check_query(query)
         self.check_documents(documents)
         self.check_positive("top_n", top_n)
+        return found
 
-    def check_model(self, model: str | None) -> None:
-        if model is not None and model not in self._settings.model_names:
-            available = ", ".join(self._settings.model_names)
-            raise ApiError(ErrorKind.NOT_FOUND, f"model '{model}' not found; available: {available}")
+    def cascade_k(self, model: Model, requested: int | None) -> int | None:
+        """The request's ``cascade_top_k``, checked: for a cascade only, within its bounds (None: the
+        cascade's own ``top_k``, which ``rank`` applies)."""
+        if not isinstance(model, Cascade):
+            if requested is not None:
+                raise invalid(f"cascade_top_k applies to a cascade; model '{model.name}' is not one")
+            return None
+        if requested is not None and not 1 <= requested <= model.max_top_k:
+            raise invalid(f"cascade_top_k must be between 1 and {model.max_top_k} for '{model.name}'")
+        return requested
 
     def instruction(self, requested: str | None) -> str:
         if requested is None:
@@ -136,20 +150,45 @@ class Reranker:
                 raise invalid(f"documents[{i}] has no 'text' string; add one or name fields in rank_fields")
         return texts
 
-    def _model_text(self, query: str, instruction: str, texts: list[str]) -> tuple[str, str, list[str]]:
-        """The text the model reads: control-token strings in it are broken up (gateway/neutralise.py), so
-        budgets, chunks and cache keys all see that text. Lengths are checked on what the client sent."""
+    def _check_lengths(self, texts: list[str]) -> None:
         limit = self._settings.max_document_chars
         for i, text in enumerate(texts):
             if len(text) > limit:
                 raise invalid(f"documents[{i}] is {len(text)} characters; the limit is {limit}")
-        neutral = self._neutral
-        return neutral(query), neutral(instruction), [neutral(text) for text in texts]
+
+    def _fit(self, scorer: Scorer, query: str, instruction: str) -> _Fitted:
+        """The query and instruction as ``scorer`` reads them: control-token strings broken up
+        (gateway/neutralise.py), so budgets, chunks and cache keys all see that text; checked against its
+        budget. Lengths are checked on what the client sent."""
+        neutral = scorer.neutraliser
+        query, instruction = neutral(query), neutral(instruction)
+        query_tokens = scorer.budget.query_tokens(query)
+        if query_tokens > self._settings.max_query_tokens:
+            raise invalid(f"query is {query_tokens} tokens; the limit is {self._settings.max_query_tokens}")
+        room = scorer.budget.document_budget(instruction, query, query_tokens=query_tokens)
+        if room < 1:
+            raise invalid("the instruction and query leave no room for documents in the model's context")
+        return _Fitted(scorer, query, instruction, room)
+
+    async def _pieces(
+        self, fitted: _Fitted, texts: list[str], chunk_tokens: int, max_chunks: int
+    ) -> list[list[str]]:
+        """Each document as the model reads it, in chunks that fit (one, truncated, for ``max_chunks=1``)."""
+        neutral, budget = fitted.scorer.neutraliser, fitted.scorer.budget
+        texts = [neutral(text) for text in texts]
+        size = min(chunk_tokens, fitted.room)
+        if budget.fits(texts, chunk_tokens=size):  # the usual case: short products, nothing to cut
+            return [[text] for text in texts]
+        return await anyio.to_thread.run_sync(
+            lambda: budget.split(texts, chunk_tokens=size, max_chunks=max_chunks),
+            limiter=self._tokenizer_threads,
+        )
 
     async def rank(
         self,
         *,
         key: ApiKey,
+        model: Model,
         query: str,
         texts: list[str],
         instruction: str,
@@ -160,63 +199,76 @@ class Reranker:
         score_threshold: float | None = None,
         fusion: FusionPlan | None = None,
         priority: int = 0,
+        cascade_k: int | None = None,
     ) -> Ranking:
-        """Score every document (best chunk wins) and order them; ``max_chunks=1`` truncates instead.
+        """Score every document (best chunk wins) and order them; ``max_chunks=1`` truncates instead. A
+        cascade scores them all with its first model and the best ``cascade_k`` (default: its ``top_k``)
+        again with its second.
 
         Every request is billed and rate-limited in full, cached pairs included: ``billed_units`` and
         ``input_tokens`` depend on the request alone, so they are predictable and tell no one what the cache
-        holds (README).
+        holds (README). A cascade is one request: billed once, by its documents, like any model.
         """
-        query, instruction, texts = self._model_text(query, instruction, texts)
-        neutral = self._neutral
-        edges = neutral.edges if neutral.has_edges else None  # never for Qwen3's template
-        query_tokens = self._budget.query_tokens(query)
-        if query_tokens > self._settings.max_query_tokens:
-            raise invalid(f"query is {query_tokens} tokens; the limit is {self._settings.max_query_tokens}")
-        room = self._budget.document_budget(instruction, query, query_tokens=query_tokens)
-        if room < 1:
-            raise invalid("the instruction and query leave no room for documents in the model's context")
+        self._check_lengths(texts)
+        scorers: tuple[Scorer, ...]
+        if isinstance(model, Scorer):
+            cascade, k, scorers = None, len(texts), (model,)
+        else:
+            cascade, k = model, cascade_k or model.top_k
+            # K of N or more: the first stage would pass every document on, so the second scores them alone
+            scorers = (model.second,) if k >= len(texts) else (model.first, model.second)
+        fitted = [self._fit(scorer, query, instruction) for scorer in scorers]  # every 400 before admission
         limits = self._key_limits(key)
         self._limiter.precheck(key.key_id, limits)  # a key out of requests costs us no tokenizing
-        size = min(chunk_tokens, room)
-        if self._budget.fits(texts, chunk_tokens=size):  # the usual case: short products, nothing to cut
-            pieces = [[text] for text in texts]
-        else:
-            pieces = await anyio.to_thread.run_sync(
-                lambda: self._budget.split(texts, chunk_tokens=size, max_chunks=max_chunks),
-                limiter=self._tokenizer_threads,
-            )
-        flat = [piece for doc_pieces in pieces for piece in doc_pieces]
-        if edges is not None:  # a template where a piece's edge could complete a token with the prompt
-            flat, query, instruction = [edges(piece) for piece in flat], edges(query), edges(instruction)
-        search_units = max(1, math.ceil(len(flat) / DOCUMENTS_PER_SEARCH_UNIT))
+        pieces = await self._pieces(fitted[0], texts, chunk_tokens, max_chunks)
+        chunks = sum(len(doc_pieces) for doc_pieces in pieces)
+        search_units = max(1, math.ceil(chunks / DOCUMENTS_PER_SEARCH_UNIT))
         record = current_record()
         if record is not None:
             record.documents, record.top_n = len(texts), top_n
-            record.chunks, record.search_units = len(flat), search_units
-
-        scored = await self._scored(
-            key=key,
-            limits=limits,
-            search_units=search_units,
-            instruction=instruction,
-            query=query,
-            texts=flat,
-            use_cache=use_cache,
-            priority=priority,
-        )
+            record.chunks, record.search_units = chunks, search_units
+        use = key.cache and use_cache is not False
+        admission = await self._limiter.admit(key.key_id, limits, search_units)
+        tokens: dict[str, int] = {}
+        try:
+            first = await self._stage(fitted[0], pieces, key.key_id, use, priority)
+            scores = first.scores
+            tokens[scorers[0].name] = first.tokens
+            if record is not None:  # each stage's tokens as it finishes: a failed second stage's first counts
+                record.tokens_by_model = tokens
+            fused = fusion.blend(scores) if fusion is not None else None
+            order = order_of(scores, fused)
+            scored_by = None if cascade is None else [scorers[0].name] * len(texts)
+            if cascade is not None and len(scorers) == 2:
+                top = order[:k]
+                second = await self._stage(
+                    fitted[1],
+                    await self._pieces(fitted[1], [texts[i] for i in top], chunk_tokens, max_chunks),
+                    key.key_id,
+                    use,
+                    priority,
+                )
+                tokens[scorers[1].name] = second.tokens
+                scores, fused, order, scored_by = _cascaded(
+                    cascade,
+                    top,
+                    second.scores,
+                    first=scores,
+                    first_fused=fused,
+                    first_order=order,
+                    fusion=fusion,
+                )
+        except ApiError as exc:
+            if exc.kind.refunds:
+                await self._limiter.refund(admission)
+            raise
+        finally:
+            await self._limiter.release(admission)
+        total = sum(tokens.values())
         if record is not None:
-            record.cache_hits, record.cache_shared = scored.hits, scored.shared
-            record.cache_misses, record.input_tokens = scored.misses, scored.tokens
-        chunk_scores = scored.scores
-        scores: list[float] = []
-        position = 0
-        for doc_pieces in pieces:
-            scores.append(max(chunk_scores[position : position + len(doc_pieces)]))
-            position += len(doc_pieces)
-        fused = fusion.blend(scores) if fusion is not None else None
-        order = _order(scores, fused, top_n, score_threshold)
-        return Ranking(order, scores, search_units, scored.tokens, fused)
+            record.input_tokens = total
+        order = _cut(order, scores, top_n, score_threshold)
+        return Ranking(order, scores, search_units, total, tokens, fused, scored_by)
 
     def _key_limits(self, key: ApiKey) -> KeyLimits:
         known = self._limits.get(id(key))
@@ -228,55 +280,80 @@ class Reranker:
         self._limits[id(key)] = (key, limits)
         return limits
 
-    async def _scored(
-        self,
-        *,
-        key: ApiKey,
-        limits: KeyLimits,
-        search_units: int,
-        instruction: str,
-        query: str,
-        texts: list[str],
-        use_cache: bool | None,
-        priority: int,
-    ) -> Scored:
-        """Admission, then scores from the cache or vLLM. Admission comes after tokenizing because search
-        units need the exact chunk count; a failure of vLLM's (5xx) gives the charge back."""
-        admission = await self._limiter.admit(key.key_id, limits, search_units)
-        try:
-            return await self._cache.scores(
-                key_id=key.key_id,
-                instruction=instruction,
-                query=query,
-                texts=texts,
-                fetch=lambda missing: self._vllm_scores(query, missing, instruction, priority),
-                count=lambda missing: anyio.to_thread.run_sync(
-                    lambda: self._budget.prompt_tokens(instruction, query, missing),
-                    limiter=self._tokenizer_threads,
-                ),
-                use=key.cache and use_cache is not False,
-            )
-        except ApiError as exc:
-            if exc.kind.refunds:
-                await self._limiter.refund(admission)
-            raise
-        finally:
-            await self._limiter.release(admission)
+    async def _stage(
+        self, fitted: _Fitted, pieces: list[list[str]], key_id: str, use: bool, priority: int
+    ) -> _Stage:
+        """One model's scores for these documents' pieces: from its cache, or from its vLLM."""
+        scorer, query, instruction = fitted.scorer, fitted.query, fitted.instruction
+        flat = [piece for doc_pieces in pieces for piece in doc_pieces]
+        edges = scorer.neutraliser.edges if scorer.neutraliser.has_edges else None  # never for Qwen3's
+        if edges is not None:  # a template where a piece's edge could complete a token with the prompt
+            flat, query, instruction = [edges(piece) for piece in flat], edges(query), edges(instruction)
+        budget = scorer.budget
+        scored = await scorer.cache.scores(
+            key_id=key_id,
+            instruction=instruction,
+            query=query,
+            texts=flat,
+            fetch=lambda missing: self._vllm_scores(scorer, query, missing, instruction, priority),
+            count=lambda missing: anyio.to_thread.run_sync(
+                lambda: budget.prompt_tokens(instruction, query, missing), limiter=self._tokenizer_threads
+            ),
+            use=use,
+        )
+        record = current_record()
+        if record is not None:  # a cascade's two stages add up
+            record.cache_hits = (record.cache_hits or 0) + scored.hits
+            record.cache_shared = (record.cache_shared or 0) + scored.shared
+            record.cache_misses = (record.cache_misses or 0) + scored.misses
+        scores: list[float] = []
+        position = 0
+        for doc_pieces in pieces:
+            scores.append(max(scored.scores[position : position + len(doc_pieces)]))
+            position += len(doc_pieces)
+        return _Stage(scores, scored.tokens)
 
-    async def _vllm_scores(self, query: str, texts: list[str], instruction: str, priority: int) -> Scores:
-        """vLLM's scores for the pairs the cache lacks, within the bound on pairs in flight (shedding.py)."""
-        if self._shedder is None:
-            return await self._upstream.score(query, texts, instruction, priority)
-        async with self._shedder.slot(len(texts), priority):
-            return await self._upstream.score(query, texts, instruction, priority)
+    @staticmethod
+    async def _vllm_scores(
+        scorer: Scorer, query: str, texts: list[str], instruction: str, priority: int
+    ) -> Scores:
+        """vLLM's scores for the pairs the cache lacks, within the model's bound on pairs in flight."""
+        if scorer.shedder is None:
+            return await scorer.upstream.score(query, texts, instruction, priority)
+        async with scorer.shedder.slot(len(texts), priority):
+            return await scorer.upstream.score(query, texts, instruction, priority)
 
 
-def _order(
-    scores: list[float], fused: list[float] | None, top_n: int | None, score_threshold: float | None
+def _cascaded(
+    cascade: Cascade,
+    top: list[int],
+    second: list[float],
+    *,
+    first: list[float],
+    first_fused: list[float] | None,
+    first_order: list[int],
+    fusion: FusionPlan | None,
+) -> tuple[list[float], list[float] | None, list[int], list[str]]:
+    """A cascade's answer: the ``top`` documents in the second model's order (as it would answer for them
+    alone), then the rest in the first model's; each with the score (and blend) of the model that placed
+    it."""
+    fused_top = fusion.only(top).blend(second) if fusion is not None else None
+    scores, fused = list(first), None if first_fused is None else list(first_fused)
+    scored_by = [cascade.first.name] * len(first)
+    for position, i in enumerate(top):
+        scores[i], scored_by[i] = second[position], cascade.second.name
+        if fused is not None and fused_top is not None:
+            fused[i] = fused_top[position]
+    order = [top[position] for position in order_of(second, fused_top)] + first_order[len(top) :]
+    return scores, fused, order, scored_by
+
+
+def _cut(
+    order: list[int], scores: list[float], top_n: int | None, score_threshold: float | None
 ) -> list[int]:
-    """Indices best first (by the fusion blend when there is one, else the score; ties by position), at
-    most ``top_n``, none whose model score is below ``score_threshold``."""
-    order = order_of(scores, fused)[: top_n or len(scores)]
+    """``order`` cut to at most ``top_n``, without any whose score is below ``score_threshold`` (a
+    cascade's results each by the score of the model that placed them)."""
+    order = order[: top_n or len(order)]
     if score_threshold is None:
         return order
     return [i for i in order if scores[i] >= score_threshold]

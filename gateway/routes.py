@@ -9,6 +9,7 @@ gateway/rerank.py's.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from gateway.fastpath import ReadBody, Route, route_arguments
 from gateway.fusion import plan_for
 from gateway.keys import ApiKey
 from gateway.keyswatch import KeyWatch
+from gateway.models import Model, Models
 from gateway.record import current_record, request_id
 from gateway.rerank import Ranking, Reranker
 from gateway.schemas import (
@@ -30,8 +32,6 @@ from gateway.schemas import (
     JinaRerankRequest,
     JinaRerankResponse,
     Meta,
-    ModelCard,
-    ModelList,
     RerankResponse,
     Result,
     Tokens,
@@ -40,35 +40,19 @@ from gateway.schemas import (
     V2RerankRequest,
 )
 from gateway.settings import Settings
-from gateway.upstream import Upstream
 from gateway.workerstate import read_state as read_workers_state
-from model_setup.serving import Precision
 
 T = TypeVar("T")
 JSON = "application/json"
 
 
 class RerankApi:
-    def __init__(
-        self, settings: Settings, keyring: KeyWatch, reranker: Reranker, precision: Precision
-    ) -> None:
+    def __init__(self, settings: Settings, keyring: KeyWatch, reranker: Reranker, models: Models) -> None:
         self._settings = settings
         self._keyring = keyring
         self._reranker = reranker
-        # Every name (the served one, then the aliases) is the same model in the same precision.
-        self._models = msgspec.json.encode(
-            ModelList(
-                data=[
-                    ModelCard(
-                        id=name,
-                        root=settings.served_model_name,
-                        dtype=precision.dtype,
-                        quantization=precision.quantization or None,
-                    )
-                    for name in settings.model_names
-                ]
-            )
-        )
+        self._default = models.default.name
+        self._models = msgspec.json.encode(models.cards)
 
     @property
     def fast_routes(self) -> dict[str, Route]:
@@ -90,9 +74,9 @@ class RerankApi:
         """Cohere v1."""
         key = self.authenticate(authorization)
         body = await _decode(content_type, read_body, V1RerankRequest)
-        self._reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
+        model = self._reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
         max_chunks = self._reranker.chunks_per_doc(body.max_chunks_per_doc)
-        ranking = await self._rank_v1(key, body, self._settings.max_tokens_per_doc, max_chunks)
+        ranking = await self._rank_v1(key, model, body, self._settings.max_tokens_per_doc, max_chunks)
         return _ranked(ranking, "1", body.documents if body.return_documents else None)
 
     async def jina(self, authorization: str, content_type: str, read_body: ReadBody) -> bytes:
@@ -101,7 +85,7 @@ class RerankApi:
         key = self.authenticate(authorization)
         body = await _decode(content_type, read_body, JinaRerankRequest)
         reranker = self._reranker
-        reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
+        model = reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
         if body.max_tokens_per_doc is None:
             chunk_tokens = self._settings.max_tokens_per_doc
             max_chunks = reranker.chunks_per_doc(body.max_chunks_per_doc)
@@ -110,10 +94,10 @@ class RerankApi:
             if body.max_chunks_per_doc is not None:
                 raise invalid("send max_tokens_per_doc (truncate) or max_chunks_per_doc (split), not both")
             chunk_tokens, max_chunks = body.max_tokens_per_doc, 1
-        ranking = await self._rank_v1(key, body, chunk_tokens, max_chunks)
+        ranking = await self._rank_v1(key, model, body, chunk_tokens, max_chunks)
         answer = JinaRerankResponse(
             id=request_id(),
-            model=body.model or self._settings.served_model_name,
+            model=body.model or self._default,
             results=_results(ranking, None if body.return_documents is False else body.documents),
             usage=Usage(prompt_tokens=ranking.input_tokens, total_tokens=ranking.input_tokens),
             meta=_meta(ranking, "1"),
@@ -121,13 +105,15 @@ class RerankApi:
         return msgspec.json.encode(answer)
 
     async def _rank_v1(
-        self, key: ApiKey, body: V1RerankRequest, chunk_tokens: int, max_chunks: int
+        self, key: ApiKey, model: Model, body: V1RerankRequest, chunk_tokens: int, max_chunks: int
     ) -> Ranking:
         reranker = self._reranker
+        cascade_k = reranker.cascade_k(model, body.cascade_top_k)
         texts = reranker.render_v1(body.documents, body.rank_fields)
         fusion = plan_for(body.fusion, key.fusion, body.documents)  # its 400s come before any scoring
         return await reranker.rank(
             key=key,
+            model=model,
             query=body.query,
             texts=texts,
             instruction=reranker.instruction(body.instruction),
@@ -137,13 +123,15 @@ class RerankApi:
             use_cache=body.cache,
             score_threshold=body.score_threshold,
             fusion=fusion,
+            cascade_k=cascade_k,
         )
 
     async def v2(self, authorization: str, content_type: str, read_body: ReadBody) -> bytes:
         key = self.authenticate(authorization)
         body = await _decode(content_type, read_body, V2RerankRequest)
         reranker = self._reranker
-        reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
+        model = reranker.check_common(body.model, body.query, len(body.documents), body.top_n)
+        cascade_k = reranker.cascade_k(model, body.cascade_top_k)
         reranker.check_positive("max_tokens_per_doc", body.max_tokens_per_doc)
         if body.relevant_spans is not None and body.relevant_spans.mode == "enabled":
             raise invalid("relevant_spans is not supported by this model")
@@ -151,6 +139,7 @@ class RerankApi:
             raise invalid("fusion needs object documents with numeric fields; use /v1/rerank")
         ranking = await reranker.rank(
             key=key,
+            model=model,
             query=body.query,
             texts=body.documents,
             instruction=reranker.instruction(body.instruction),
@@ -160,6 +149,7 @@ class RerankApi:
             use_cache=body.cache,
             score_threshold=body.score_threshold,
             priority=_priority(body.priority),
+            cascade_k=cascade_k,
         )
         return _ranked(ranking, "2", None)
 
@@ -169,7 +159,7 @@ class RerankApi:
 
 
 def handlers(
-    api: RerankApi, upstream: Upstream, *, max_body: int, openapi_json: bytes, docs_html: bytes
+    api: RerankApi, models: Models, *, max_body: int, openapi_json: bytes, docs_html: bytes
 ) -> list[HTTPRouteHandler]:
     """The Litestar route table: the route table of the OpenAPI document, 404s and 405s come from it."""
 
@@ -179,7 +169,7 @@ def handlers(
 
         return handler
 
-    async def models(request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def model_list(request: Request[Any, Any, Any]) -> Response[bytes]:
         return _ok(api.models(request.headers.get("authorization", "")))
 
     async def openapi() -> Response[bytes]:
@@ -192,17 +182,31 @@ def handlers(
         return _ok(b'{"status":"ok"}')
 
     async def ready() -> Response[bytes]:
-        if not await upstream.ready():
-            raise ApiError(
-                ErrorKind.UPSTREAM_UNAVAILABLE, "the model server is not ready", headers={"Retry-After": "5"}
-            )
-        return _ok(msgspec.json.encode(_ready_body()))
+        """Ready when every model this pod serves answers. A remote model (another pod's vLLM) is listed
+        but does not decide: its outage must not take this pod's healthy models out of the Service too."""
+        answers = await asyncio.gather(*(scorer.upstream.ready() for scorer in models.scorers))
+        states = dict(zip(models.scorers, answers, strict=True))
+        waiting = [scorer.name for scorer, ok in states.items() if scorer.own and not ok]
+        if waiting:
+            message = "the model server is not ready"
+            if len(models.scorers) > 1:
+                message += f" (not answering: {', '.join(waiting)})"
+            raise ApiError(ErrorKind.UPSTREAM_UNAVAILABLE, message, headers={"Retry-After": "5"})
+        body = _ready_body()
+        remote = {
+            scorer.name: "answering" if ok else "not answering"
+            for scorer, ok in states.items()
+            if not scorer.own
+        }
+        if remote:
+            body["remote_models"] = remote
+        return _ok(msgspec.json.encode(body))
 
     return [
         post("/v1/rerank", status_code=200, name="rerank_v1")(keyed(api.v1)),
         post("/rerank", status_code=200, name="rerank_jina")(keyed(api.jina)),
         post("/v2/rerank", status_code=200, name="rerank_v2")(keyed(api.v2)),
-        get("/v1/models")(models),
+        get("/v1/models")(model_list),
         get("/health")(health),
         get("/ready")(ready),
         get("/openapi.json")(openapi),
@@ -258,6 +262,7 @@ def _results(ranking: Ranking, documents: list[Document] | None) -> list[Result]
             relevance_score=float(ranking.scores[i]),
             document=msgspec.UNSET if documents is None else _as_object(documents[i]),
             fused_score=msgspec.UNSET if ranking.fused is None else ranking.fused[i],
+            model=msgspec.UNSET if ranking.scored_by is None else ranking.scored_by[i],
         )
         for i in ranking.order
     ]
@@ -271,7 +276,7 @@ def _meta(ranking: Ranking, version: str) -> Meta:
     return Meta(
         api_version=ApiVersion(version),
         billed_units=BilledUnits(ranking.search_units),
-        tokens=Tokens(ranking.input_tokens),
+        tokens=Tokens(ranking.input_tokens, ranking.tokens_by_model),
     )
 
 

@@ -35,6 +35,13 @@ Instruction = Annotated[
     ),
 ]
 Cache = Annotated[bool | None, _doc("Extension: false skips the pair-score cache for this request.")]
+CascadeTopK = Annotated[
+    int | None,
+    _doc(
+        "Extension, for a cascade model: how many of the first model's best candidates the second model "
+        "re-scores (at least 1, at most the cascade's `max_top_k`); absent: the cascade's `top_k`."
+    ),
+]
 
 
 class FusionRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -96,6 +103,7 @@ class V1RerankRequest(msgspec.Struct, kw_only=True):
     instruction: Instruction = None  # extension: overrides the deployment's default instruction
     cache: Cache = None  # extension: false skips the score cache for this request
     fusion: Fusion = None  # extension: order by a blend with numeric document fields
+    cascade_top_k: CascadeTopK = None  # extension: a cascade's K for this request
 
 
 class JinaRerankRequest(V1RerankRequest, kw_only=True):
@@ -139,6 +147,7 @@ class V2RerankRequest(msgspec.Struct, kw_only=True):
     score_threshold: ScoreThreshold = None
     instruction: Instruction = None
     cache: Cache = None
+    cascade_top_k: CascadeTopK = None
     fusion: Annotated[
         FusionRequest | None, _doc("Refused (a 400) unless `fields` is empty: v2 documents are strings.")
     ] = None
@@ -158,6 +167,13 @@ class Tokens(msgspec.Struct):
     input_tokens: Annotated[
         int, _doc("Tokens of every prompt scored for this request, as vLLM counts them; cache hits count.")
     ]
+    by_model: Annotated[
+        dict[str, int],
+        _doc(
+            "Extension: `input_tokens` per model that scored, by model name: one entry, or a cascade's two "
+            "(the first model's over every candidate, the second's over the ones it re-scored)."
+        ),
+    ]
 
 
 class Meta(msgspec.Struct):
@@ -176,6 +192,10 @@ class Result(msgspec.Struct, omit_defaults=True):
     fused_score: Annotated[
         float | msgspec.UnsetType,
         _doc("Extension: the blend that ordered the results; only when the request asked for `fusion`."),
+    ] = msgspec.UNSET
+    model: Annotated[
+        str | msgspec.UnsetType,
+        _doc("Extension, from a cascade: the model whose score this is (the second model for its top K)."),
     ] = msgspec.UNSET
 
 
@@ -204,9 +224,19 @@ class JinaRerankResponse(msgspec.Struct):
     meta: Meta
 
 
+class CascadeCard(msgspec.Struct):
+    """A cascade's two stages: ``first`` scores every candidate, ``second`` the best ``top_k``."""
+
+    first: str
+    second: str
+    top_k: int
+    max_top_k: int
+
+
 class ModelCard(msgspec.Struct):
-    """One name requests may use; ``root`` is the model it serves, in vLLM's ``dtype`` and
-    ``quantization`` (vLLM's online scheme, or the checkpoint's own; null for none)."""
+    """One name requests may use; ``root`` is the model entry it names (aliases share their entry's root),
+    served in vLLM's ``dtype`` and ``quantization`` (vLLM's online scheme, or the checkpoint's own; null for
+    none), or a ``cascade`` of two models (null for a model)."""
 
     id: str
     object: str = "model"
@@ -214,6 +244,7 @@ class ModelCard(msgspec.Struct):
     root: str | None = None
     dtype: str | None = None
     quantization: str | None = None
+    cascade: CascadeCard | None = None
 
 
 class ModelList(msgspec.Struct):

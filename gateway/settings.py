@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from gateway.limits import MAX_PER_MINUTE, KeyLimits
 from model_setup import defaults
 from model_setup.fetch import FetchError
+from model_setup.fleet import Fleet, Member
+from model_setup.fleet import load as load_fleet
 from model_setup.naming import served_name
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
 from model_setup.serving import Precision, online_quantization
@@ -79,10 +81,24 @@ class Settings(BaseSettings):
     )
     model_aliases: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("rerank-v3.5", "rerank-multilingual-v3.0"),
-        description="other names accepted in `model`, comma-separated",
+        description="other names accepted in `model`, comma-separated (with a fleet: names of its default)",
     )
-    model_dir: Path = Field(
-        description="model snapshot; the gateway reads its `tokenizer.json`, vLLM the rest"
+    model_dir: Path | None = Field(
+        default=None,
+        description="model snapshot; the gateway reads its `tokenizer.json`, vLLM the rest (required "
+        "without a fleet file)",
+    )
+    fleet_file: Path | None = Field(
+        default=None,
+        description="several models (and cascades) in one deployment, routed by `model` (docs/fleet.md); "
+        "replaces `RERANK_MODEL_DIR` and the served name, while the aliases go to the fleet's default",
+    )
+    vllm_port: int = Field(
+        default=defaults.VLLM_PORT,
+        ge=1,
+        le=65535,
+        description="the first local vLLM's port, as the entrypoint gives it",
+        json_schema_extra=INTERNAL,
     )
     max_model_len: int = Field(
         default=defaults.MAX_MODEL_LEN,
@@ -211,6 +227,8 @@ class Settings(BaseSettings):
         default=defaults.LOG_FORMAT, description="`json` (one object a line) or `console`"
     )
 
+    _fleet: Fleet | None = PrivateAttr(default=None)
+
     @field_validator("model_aliases", mode="before")
     @classmethod
     def _split_aliases(cls, value: object) -> object:
@@ -241,14 +259,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if not (self.model_dir / "tokenizer.json").is_file():
-            raise ValueError(f"model_dir {self.model_dir} has no tokenizer.json")
-        if not self.served_model_name:
+        if self.fleet_file is None:
+            if self.model_dir is None:
+                raise ValueError("no model: set RERANK_MODEL_DIR (one model) or RERANK_FLEET_FILE (a fleet)")
+            if not (self.model_dir / "tokenizer.json").is_file():
+                raise ValueError(f"model_dir {self.model_dir} has no tokenizer.json")
+            if not self.served_model_name:
+                raise ValueError(
+                    f"RERANK_SERVED_MODEL_NAME is unset and {self.model_dir} has no manifest naming its "
+                    "model: set it"
+                )
+        served = self._fleet = self._read_fleet()  # a wrong fleet file is refused here, naming the entry
+        taken = [alias for alias in self.model_aliases if alias in served.names()]
+        if taken and self.fleet_file is not None:  # one model: an alias that is its name changes nothing
             raise ValueError(
-                f"RERANK_SERVED_MODEL_NAME is unset and {self.model_dir} has no manifest naming its model: "
-                "set it"
+                f"RERANK_MODEL_ALIASES names {taken[0]!r}, which the fleet file already gives a model"
             )
-        self.precision()  # RERANK_QUANTIZATION on a quantised checkpoint: refused before anything starts
+        for member in served.members:
+            self.precision(member)  # quantising a quantised checkpoint: refused before anything starts
         if self.api_keys_file is None and self.api_keys is None:
             raise ValueError("no API keys configured: set RERANK_API_KEYS_FILE or RERANK_API_KEYS")
         if self.workers > 1 and self.rate_limit_store == "memory":
@@ -265,19 +293,46 @@ class Settings(BaseSettings):
             )
         if self.metrics_port != 0 and self.metrics_port == self.port:
             raise ValueError("RERANK_METRICS_PORT must differ from RERANK_PORT: metrics stay off the API")
-        if self.max_query_tokens > self.max_model_len // 2:
+        shortest = min(self.max_model_len_of(member) for member in served.members)
+        if self.max_query_tokens > shortest // 2:
             raise ValueError(
                 "max_query_tokens may be at most half of max_model_len: the rest is for documents"
             )
         return self
 
-    def precision(self) -> Precision:
-        """What the served scores are computed in (reads the model's config.json)."""
-        return Precision.of(self.model_dir, dtype=self.dtype, online=self.quantization)
+    def fleet(self) -> Fleet:
+        """The models served: the fleet file's, or the one model of RERANK_MODEL_DIR as a fleet of one
+        (read once, when the settings are made)."""
+        assert self._fleet is not None  # _check sets it
+        return self._fleet
 
-    @property
-    def model_names(self) -> tuple[str, ...]:
-        return (self.served_model_name, *self.model_aliases)
+    def _read_fleet(self) -> Fleet:
+        if self.fleet_file is not None:
+            # GPU shares are the entrypoint's to check (`model_setup fleet`): the gateway takes no GPU.
+            env = {"RERANK_VLLM_PORT": str(self.vllm_port), "RERANK_PORT": str(self.port)}
+            return load_fleet(self.fleet_file, env, check_gpu=False)
+        assert self.model_dir is not None  # _check insists
+        # The entrypoint's one vLLM, which the gateway reaches at RERANK_UPSTREAM_URL.
+        member = Member(
+            name=self.served_model_name, aliases=(), model_dir=self.model_dir, upstream_url=self.upstream_url
+        )
+        return Fleet((member,), (), member.name)
+
+    def own_vllms(self) -> tuple[Member, ...]:
+        """The models whose vLLM this pod's entrypoint runs: a fleet's local ones, or the one model."""
+        served = self.fleet()
+        return served.local if self.fleet_file is not None else served.members
+
+    def precision(self, member: Member) -> Precision:
+        """What a model's scores are computed in (reads its config.json)."""
+        dtype = member.dtype or self.dtype
+        online = (
+            self.quantization if member.quantization is None else online_quantization(member.quantization)
+        )
+        return Precision.of(member.model_dir, dtype=dtype, online=online)
+
+    def max_model_len_of(self, member: Member) -> int:
+        return member.max_model_len or self.max_model_len
 
     @property
     def default_limits(self) -> KeyLimits:

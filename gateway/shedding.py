@@ -81,8 +81,8 @@ class Shedder:
             await self._queue(need, priority)
             waited_ms = (time.perf_counter() - started) * 1000
         record = current_record()
-        if record is not None:
-            record.queue_ms = waited_ms
+        if record is not None:  # a cascade's two stages each wait: the request waited for both
+            record.queue_ms = (record.queue_ms or 0.0) + waited_ms
         return need
 
     def release(self, need: int, pairs: int, called: float) -> None:

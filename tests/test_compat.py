@@ -69,7 +69,7 @@ def test_meta_tokens_are_the_prompt_tokens_vllm_counted(http: httpx.Client, vllm
     assert want > len(PRODUCTS) * 50, "each prompt carries the instruction and the template"
     for route in ROUTES:
         meta = rerank(http, route).json()["meta"]
-        assert meta["tokens"] == {"input_tokens": want}, route
+        assert meta["tokens"] == {"input_tokens": want, "by_model": {SERVED_NAME: want}}, route
         assert meta["billed_units"] == {"search_units": 1}
     usage = rerank(http, "/rerank").json()["usage"]
     assert usage == {"prompt_tokens": want, "total_tokens": want}
@@ -86,9 +86,8 @@ def test_a_chunked_v1_document_counts_every_chunk(http: httpx.Client, vllm: Vllm
     cuts = [0, offsets[128][0], offsets[256][0], len(doc)]
     chunks = [doc[a:b] for a, b in itertools.pairwise(cuts)]
     response = rerank(http, "/v1/rerank", documents=[doc, PRODUCTS[0]])
-    assert response.json()["meta"]["tokens"] == {
-        "input_tokens": vllm_prompt_tokens(vllm, [*chunks, PRODUCTS[0]])
-    }
+    want = vllm_prompt_tokens(vllm, [*chunks, PRODUCTS[0]])
+    assert response.json()["meta"]["tokens"] == {"input_tokens": want, "by_model": {SERVED_NAME: want}}
 
 
 def test_the_cohere_sdks_typed_meta_carries_tokens(gateway: Gateway, api_keys: Keys, vllm: Vllm) -> None:
@@ -237,6 +236,8 @@ def test_scores_are_json_floats_on_the_wire(http: httpx.Client) -> None:
 def test_even_exact_zero_and_one_are_written_as_floats() -> None:
     """The encoder's side of the same promise, for the scores a real model rarely gives: 1, 0, and an int
     should any source ever hand one over."""
-    ranking = Ranking(order=[0, 1, 2], scores=[1.0, 0.0, 1], search_units=1, input_tokens=3)
+    ranking = Ranking(
+        order=[0, 1, 2], scores=[1.0, 0.0, 1], search_units=1, input_tokens=3, tokens_by_model={"m": 3}
+    )
     body = _ranked(ranking, "2", None)
     assert SCORE.findall(body) == [b"1.0", b"0.0", b"1.0"]

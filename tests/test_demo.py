@@ -189,6 +189,10 @@ def test_lines_rank_like_the_sdk(page: Page, demo: DemoPage, client: cohere.Clie
     assert " ms" in status
     assert "· 1 search unit" in status
     expect(page.locator("#scores svg, #scores canvas").first).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    # One model served: nothing to pick or compare (tests/test_fleet.py has the page with a fleet).
+    expect(page.locator("#model")).to_be_hidden()
+    expect(page.locator("#compare-with")).to_be_hidden()
+    expect(page.locator("#compare table")).to_have_count(0)
     assert_cjk_font()
     page.screenshot(path=str(artifacts / "demo.png"), full_page=True)
     assert (artifacts / "demo.png").stat().st_size > 10_000

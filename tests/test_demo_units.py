@@ -1,9 +1,11 @@
-"""The try-it page's parts without a browser: reading products, the SDK call and its error sentences
-(the gateway stood in by httpx.MockTransport), the results' rendering and the page's settings."""
+"""The try-it page's parts without a browser: reading products, the SDK calls and their error sentences
+(the gateway stood in by httpx.MockTransport), the models offered, two models compared, the results'
+rendering and the page's settings."""
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,13 @@ import pytest
 
 from gateway.demo import render
 from gateway.demo.__main__ import main
-from gateway.demo.client import GatewayClient, Outcome, Ranked, RerankFailed
+from gateway.demo.client import GatewayClient, ModelsUnavailable, Outcome, Ranked, RerankFailed
+from gateway.demo.compare import PAGE_FAULT, Side, dropped, moves, rank_both
 from gateway.demo.examples import EXAMPLES
+from gateway.demo.models import Choice, choices
 from gateway.demo.products import Format, Products, ProductsError, columns_of, parse
 from gateway.demo.settings import DemoSettings, password_check
+from gateway.schemas import CascadeCard, ModelCard
 from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
 
 pytestmark = pytest.mark.unit
@@ -143,11 +148,123 @@ def test_rerank_sends_what_a_shop_sends_and_reads_the_meta() -> None:
     assert sent["top_n"] == 2
 
 
-def test_no_instruction_leaves_the_deployment_default() -> None:
+def test_no_instruction_or_model_leaves_the_deployment_defaults() -> None:
     seen: list[httpx.Request] = []
     body = {"results": [{"index": 0, "relevance_score": 0.5}], "meta": {"billed_units": {"search_units": 1}}}
-    gateway_answering(200, body, seen=seen).rerank("q", ["a"])
-    assert "instruction" not in json.loads(seen[0].content)
+    outcome = gateway_answering(200, body, seen=seen).rerank("q", ["a"])
+    sent = json.loads(seen[0].content)
+    assert "instruction" not in sent
+    assert "model" not in sent
+    assert outcome.tokens_by_model == {}  # an API without the extension: no cost by model
+    assert outcome.results[0].model is None
+
+
+def test_a_cascade_s_answer_says_who_scored_each_result_and_each_model_s_tokens() -> None:
+    seen: list[httpx.Request] = []
+    body = {
+        "id": "r1",
+        "results": [
+            {"index": 2, "relevance_score": 0.8, "model": "large"},
+            {"index": 0, "relevance_score": 0.3, "model": "small"},
+        ],
+        "meta": {
+            "api_version": {"version": "1"},
+            "billed_units": {"search_units": 1},
+            "tokens": {"input_tokens": 140, "by_model": {"small": 100, "large": 40}},
+        },
+    }
+    outcome = gateway_answering(200, body, seen=seen).rerank("q", ["a", "b", "c"], model="cascade")
+    assert json.loads(seen[0].content)["model"] == "cascade"
+    assert outcome.results == [Ranked(2, 0.8, "large"), Ranked(0, 0.3, "small")]
+    assert outcome.tokens_by_model == {"small": 100, "large": 40}
+
+
+LISTING: dict[str, Any] = {
+    "object": "list",
+    "data": [
+        {"id": "qwen3-reranker-8b", "root": "qwen3-reranker-8b", "dtype": "bfloat16", "cascade": None},
+        {"id": "rerank-v3.5", "root": "qwen3-reranker-8b", "dtype": "bfloat16", "cascade": None},
+        {"id": "small", "root": "qwen3-reranker-0.6b", "dtype": "bfloat16", "cascade": None},
+        {"id": "qwen3-reranker-0.6b", "root": "qwen3-reranker-0.6b", "dtype": "bfloat16", "cascade": None},
+        {
+            "id": "cascade",
+            "root": "rerank-cascade",
+            "cascade": {
+                "first": "qwen3-reranker-0.6b",
+                "second": "qwen3-reranker-8b",
+                "top_k": 50,
+                "max_top_k": 200,
+            },
+        },
+        {
+            "id": "rerank-cascade",
+            "root": "rerank-cascade",
+            "cascade": {
+                "first": "qwen3-reranker-0.6b",
+                "second": "qwen3-reranker-8b",
+                "top_k": 50,
+                "max_top_k": 200,
+            },
+        },
+    ],
+}
+
+
+def test_models_are_read_from_the_listing_with_the_page_s_key() -> None:
+    seen: list[httpx.Request] = []
+    cards = gateway_answering(200, LISTING, seen=seen).models()
+    [request] = seen
+    assert request.method == "GET"
+    assert request.url == "http://gateway.test/v1/models"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+    assert [card.id for card in cards] == [item["id"] for item in LISTING["data"]]
+    assert cards[4].cascade == CascadeCard("qwen3-reranker-0.6b", "qwen3-reranker-8b", 50, 200)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (401, {"message": "invalid api token"}),
+        (200, {"models": [{"name": "rerank-v3.5", "endpoints": ["rerank"]}]}),  # Cohere's own shape
+        (200, {"data": [{"root": "no id"}]}),
+    ],
+)
+def test_a_listing_the_page_cannot_use_is_models_unavailable(status: int, body: dict[str, Any]) -> None:
+    with pytest.raises(ModelsUnavailable) as caught:
+        gateway_answering(status, body).models()
+    assert "/v1/models" in str(caught.value)
+    assert KEY not in str(caught.value)
+
+
+# --- the models offered -------------------------------------------------------------------------------
+
+
+def test_each_model_is_offered_once_by_its_root_the_default_first() -> None:
+    cards = gateway_answering(200, LISTING).models()
+    offered = choices(cards)
+    assert [choice.name for choice in offered] == [
+        "qwen3-reranker-8b",
+        "qwen3-reranker-0.6b",
+        "rerank-cascade",
+    ]
+    assert [choice.label for choice in offered] == [
+        "qwen3-reranker-8b",
+        "qwen3-reranker-0.6b",
+        "rerank-cascade (cascade: qwen3-reranker-0.6b, then qwen3-reranker-8b on the top 50)",
+    ]
+
+
+def test_one_model_with_aliases_is_one_choice_and_a_card_without_root_is_its_own() -> None:
+    one = [
+        ModelCard("m", root="m"),
+        ModelCard("rerank-v3.5", root="m"),
+        ModelCard("rerank-english-v3.0", root="m"),
+    ]
+    assert choices(one) == [Choice("m")]
+    assert choices([ModelCard("a"), ModelCard("b")]) == [
+        Choice("a"),
+        Choice("b"),
+    ]  # a gateway sending no root
 
 
 @pytest.mark.parametrize(
@@ -260,6 +377,137 @@ def test_chart_labels_are_unique_and_short() -> None:
     assert len(set(labels)) == 2
     assert all(len(label) <= render.CHART_LABEL_CHARS + 3 for label in labels)
     assert list(frame["score"]) == [0.8, 0.7]
+
+
+# --- two models compared -----------------------------------------------------------------------------
+
+
+def ranked(*indices: int) -> list[Ranked]:
+    return [Ranked(index, 1.0 - rank / 10) for rank, index in enumerate(indices)]
+
+
+def test_each_product_of_b_says_where_a_had_it_and_how_far_it_moved() -> None:
+    a = ranked(0, 1, 2, 3, 4)
+    b = ranked(3, 1, 0, 2, 4)
+    placed = moves(a, b)
+    assert [(m.index, m.rank, m.rank_in_a) for m in placed] == [
+        (3, 1, 4),
+        (1, 2, 2),
+        (0, 3, 1),
+        (2, 4, 3),
+        (4, 5, 5),
+    ]
+    assert [m.text for m in placed] == ["▲ 3", "=", "▼ 2", "▼ 1", "="]
+    assert [m.direction for m in placed] == ["up", "same", "down", "down", "same"]
+    assert dropped(a, b) == []
+
+
+def test_a_product_only_b_s_top_n_holds_is_new_and_a_s_left_out_are_named() -> None:
+    a = ranked(5, 2, 7)  # top 3 of more products
+    b = ranked(2, 9, 5)
+    placed = moves(a, b)
+    assert [m.text for m in placed] == ["▲ 1", "new in top 3", "▼ 2"]
+    assert placed[1].rank_in_a is None
+    assert placed[1].direction == "new"
+    assert dropped(a, b) == [7]
+
+
+def test_both_models_are_asked_at_once() -> None:
+    """Each call waits until the other has started: asked one after the other, the barrier breaks."""
+    both_started = threading.Barrier(2, timeout=5)
+    asked: list[str] = []
+
+    def rank(model: str) -> Outcome:
+        asked.append(model)
+        both_started.wait()
+        return Outcome(ranked(0, 1), 5.0, 1, {model: 10})
+
+    a, b = rank_both(rank, ("large", "large"), ("cascade", "cascade (two stages)"))
+    assert sorted(asked) == ["cascade", "large"]
+    assert a.outcome is not None
+    assert a.outcome.tokens_by_model == {"large": 10}
+    assert b.outcome is not None
+    assert b.outcome.tokens_by_model == {"cascade": 10}
+    assert (a.model, b.model, b.label) == ("large", "cascade", "cascade (two stages)")
+
+
+def test_one_side_failing_leaves_the_other() -> None:
+    def rank(model: str) -> Outcome:
+        if model == "down":
+            raise RerankFailed("The model is not ready yet.")
+        if model == "buggy":
+            raise KeyError("a bug of the page")
+        return Outcome(ranked(1, 0), 5.0, 1)
+
+    a, b = rank_both(rank, ("down", "down"), ("up", "up"))
+    assert (a.outcome, a.error) == (None, "The model is not ready yet.")
+    assert b.outcome is not None
+    assert b.error is None
+    a, b = rank_both(rank, ("up", "up"), ("buggy", "buggy"))
+    assert a.outcome is not None
+    assert (b.outcome, b.error) == (None, PAGE_FAULT)
+
+
+def cells(html: str, side: str) -> list[list[str]]:
+    """The body rows of one side's table, as cell texts (the markup is regular: no nested tags in cells
+    but the product's escaped text)."""
+    part = html.split(f'<section class="side {side}">', 1)[1].split("</section>", 1)[0]
+    body = part.split("<tbody>", 1)[1].split("</tbody>", 1)[0] if "<tbody>" in part else ""
+    rows = [row.split("</tr>", 1)[0] for row in body.split("<tr>")[1:]]
+    return [[cell.split(">", 1)[1] for cell in row.split("</td>")[:-1]] for row in rows]
+
+
+def test_the_comparison_shows_both_orders_the_moves_and_who_scored_what() -> None:
+    products = Products(["boots", "sandals", "socks <b>", "gaiters"], [])
+    a = Side("large", "large", Outcome(ranked(0, 1, 2), 21.4, 1, {"large": 300}))
+    cascade = Outcome(
+        [Ranked(2, 0.9, "large"), Ranked(0, 0.7, "large"), Ranked(3, 0.2, "small")],
+        9.6,
+        1,
+        {"small": 400, "large": 200},
+    )
+    b = Side("cascade", "cascade (cascade: small, then large on the top 2)", cascade)
+    html = render.comparison(a, b, products, [])
+
+    assert cells(html, "a") == [
+        ["1", "1.0000", "boots"],
+        ["2", "0.9000", "sandals"],
+        ["3", "0.8000", "socks &lt;b&gt;"],
+    ]
+    assert cells(html, "b") == [
+        ["1", "3", "▲ 2", "0.9000", "large", "socks &lt;b&gt;"],
+        ["2", "1", "▼ 1", "0.7000", "large", "boots"],
+        ["3", "&ndash;", "new in top 3", "0.2000", "small", "gaiters"],
+    ]
+    assert "<th>Scored by</th>" in html.split('class="side b"')[1]
+    assert "<th>Scored by</th>" not in html.split('class="side b"')[0]  # A is one model: no such column
+    assert "A · large" in html
+    assert "B · cascade (cascade: small, then large on the top 2)" in html
+    assert '<b>21 ms</b> · <span class="tokens">large: <b>300</b> tokens</span>' in html
+    assert 'small: <b>400</b> tokens</span> + <span class="tokens">large: <b>200</b> tokens' in html
+    assert "Not in B's top 3: sandals." in html
+
+
+def test_a_failed_side_reads_as_its_sentence_and_the_other_still_shows() -> None:
+    products = Products(["boots", "sandals"], [])
+    order = Outcome(ranked(1, 0), 8.0, 1, {"large": 30})
+    html = render.comparison(
+        Side("down", "down", None, "The model is not ready yet."), Side("large", "large", order), products, []
+    )
+    assert "⚠ The model is not ready yet." in html.split('class="side b"')[0]
+    assert cells(html, "a") == []
+    assert cells(html, "b") == [["1", "1.0000", "sandals"], ["2", "0.9000", "boots"]]  # nothing to move from
+    html = render.comparison(Side("large", "large", order), Side("down", "down", None, "Gone."), products, [])
+    assert cells(html, "a") == [["1", "1.0000", "sandals"], ["2", "0.9000", "boots"]]
+    assert "⚠ Gone." in html.split('class="side b"')[1]
+
+
+def test_the_status_names_the_model_when_one_was_picked() -> None:
+    outcome = Outcome(ranked(0), 7.0, 1)
+    assert "Ranked 1 products with <b>qwen3-reranker-8b</b> in <b>7 ms</b>" in render.summary(
+        outcome, 1, "qwen3-reranker-8b"
+    )
+    assert "Ranked 1 products in <b>7 ms</b>" in render.summary(outcome, 1)
 
 
 # --- settings -----------------------------------------------------------------------------------------

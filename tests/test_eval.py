@@ -1,7 +1,7 @@
 """rerank-eval end to end: the real command (`python -m gateway eval`) against the session gateway (real vLLM,
 the tiny random-weight model) on the committed smoke set. A random model must not beat the given order,
-the report must say so in words, fusion must reorder as documented, and a second run must be served
-entirely from the result store."""
+the report must say so in words, fusion must reorder as documented, the tokens the model scored must be
+counted, and a second run must be served entirely from the result store, tokens included."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.eval.dataset import SMOKE, load
 from tests.support.procs import ROOT
-from tests.support.stack import Gateway, Keys
+from tests.support.stack import SERVED_NAME, Gateway, Keys
 
 LIMIT, TOP_N = 10, 10
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -80,6 +80,14 @@ def test_the_smoke_set_against_the_real_stack(gateway: Gateway, api_keys: Keys, 
         assert min(shown) >= max(v for p, v in ctr.items() if p not in rankings["ours+ctr=1"][query.id])
     assert [p["weights"] for p in results["sweep"]] == [{"ctr": 0.0}, {"ctr": 1.0}]
 
+    # Every answer said how many tokens the one model scored; the sweep's runs are not counted again.
+    tokens = results["gpu_work"]["runs"]
+    assert list(tokens) == ["ours"]
+    assert (tokens["ours"]["answers"], tokens["ours"]["reported"]) == (LIMIT, LIMIT)
+    assert list(tokens["ours"]["by_model"]) == [SERVED_NAME]
+    assert tokens["ours"]["by_model"][SERVED_NAME]["tokens"] == tokens["ours"]["input_tokens"] > 0
+    assert "## Quality against GPU work" in markdown
+
     # Resumable: the same command again asks nobody and measures the same.
     again = rerank_eval(gateway, key_file, tmp_path)
     assert again.returncode == 0, again.stderr
@@ -87,3 +95,4 @@ def test_the_smoke_set_against_the_real_stack(gateway: Gateway, api_keys: Keys, 
     assert [(e["requests_sent"], e["answers_from_store"]) for e in second["endpoints"]] == [(0, LIMIT)] * 3
     assert [(e["requests_sent"], e["answers_from_store"]) for e in results["endpoints"]] == [(LIMIT, 0)] * 3
     assert second["metrics"] == results["metrics"]
+    assert second["gpu_work"] == results["gpu_work"], "the store keeps each answer's tokens"

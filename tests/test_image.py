@@ -206,7 +206,8 @@ def test_metrics_on_the_metrics_port(containers: Pair, keys: Keys) -> None:
     body = {"model": "rerank-v3.5", "query": QUERY, "documents": DOCS}
     assert httpx.post(f"{container.url}/v2/rerank", json=body, headers=headers, timeout=60).status_code == 200
     deadline = time.monotonic() + 10  # the workers' metrics are flushed once a second
-    pattern = re.compile(r'rerank_requests_total\{key_id="shop-b",route="/v2/rerank",status="200"\} [1-9]')
+    labels = 'key_id="shop-b",model="qwen3-reranker-tiny",route="/v2/rerank",status="200"'
+    pattern = re.compile(rf"rerank_requests_total\{{{labels}\}} [1-9]")
     text = ""
     while time.monotonic() < deadline and not pattern.search(text):
         response = httpx.get(f"{container.metrics_url}/metrics", timeout=5)
@@ -269,6 +270,7 @@ def test_a_quantised_checkpoint_serves_within_its_bound_of_the_float32_model(
         "root": "qwen3-reranker-tiny-w8a8",
         "dtype": "float32",
         "quantization": "compressed-tensors W8A8 int (lm_head kept)",
+        "cascade": None,
     }
     metrics = httpx.get(f"{container.metrics_url}/metrics", timeout=5).text
     assert 'dtype="float32"' in metrics

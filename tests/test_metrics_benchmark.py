@@ -26,6 +26,7 @@ RECORD = RequestRecord(
     method="POST",
     route="/v2/rerank",
     key_id="shop-a",
+    model="qwen3-reranker-4b",
     status=200,
     duration_ms=0.6,
     upstream_ms=0.2,
@@ -118,7 +119,11 @@ def test_in_memory_counts_flush_to_the_same_totals(tmp_path: Path) -> None:
         metrics.observe(RECORD)
     metrics.flush()
     text = next(tmp_path.glob("worker-*.prom")).read_text()
-    assert 'rerank_requests_total{key_id="shop-a",route="/v2/rerank",status="200"} 1000.0' in text
+    labels = 'key_id="shop-a",model="qwen3-reranker-4b",route="/v2/rerank",status="200"'
+    assert f"rerank_requests_total{{{labels}}} 1000.0" in text
     assert "rerank_request_documents_sum 5000.0" in text
     assert 'rerank_score_cache_pairs_total{result="miss"} 3000.0' in text
-    assert 'rerank_gateway_duration_seconds_bucket{le="0.0005",route="/v2/rerank"} 1000.0' in text
+    bucket = (
+        'rerank_gateway_duration_seconds_bucket{le="0.0005",model="qwen3-reranker-4b",route="/v2/rerank"}'
+    )
+    assert f"{bucket} 1000.0" in text

@@ -60,8 +60,8 @@ def test_vllm_and_the_gateway_name_the_tiny_model_alike(model_dir: Path) -> None
     assert options.served_model_name == "qwen3-reranker-tiny"
     assert options.args()[options.args().index("--served-model-name") + 1] == "qwen3-reranker-tiny"
     settings = Settings(model_dir=model_dir, api_keys=SecretStr(keys.generate("a")[1]))
-    assert settings.model_names[0] == "qwen3-reranker-tiny"
-    assert "rerank-v3.5" in settings.model_names  # aliases still answer
+    assert settings.fleet().default == "qwen3-reranker-tiny"
+    assert "rerank-v3.5" in settings.model_aliases  # aliases still answer
 
 
 def test_an_explicit_name_wins_and_empty_means_unset(model_dir: Path) -> None:

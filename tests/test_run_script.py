@@ -104,7 +104,29 @@ def test_an_unknown_model_is_a_usage_error(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr
     assert "--repo '9b' is neither a size (0.6b, 4b, 8b)" in lines[-2]
-    assert lines[-1] == "run: '9b' is neither 'tiny', a directory, a size nor a hub repository (owner/name)"
+    assert lines[-1] == (
+        "run: '9b' is neither 'tiny', 'tiny-fleet', a directory, a size nor a hub repository (owner/name)"
+    )
+
+
+def test_tiny_fleet_serves_two_tiny_models_and_a_cascade_offline(tmp_path: Path) -> None:
+    """`run.sh tiny-fleet` writes both tiny models and its fleet file, and the entrypoint verifies both
+    snapshots and plans a vLLM for each on its own port; the run then stops at a wrong gateway setting,
+    before anything starts."""
+    done = run_sh(tmp_path, "tiny-fleet", RERANK_MAX_DOCUMENTS="0")
+    assert done.returncode == 64, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    planned = next(event for event in events if event["event"] == "fleet_verified")
+    assert planned["message"] == "local models: tiny-small on port 8001, tiny-large on port 8002"
+    commands = [event["message"] for event in events if event["event"] == "vllm_command"]
+    assert len(commands) == 2
+    assert "--served-model-name tiny-small" in commands[0]
+    assert "--port 8002" in commands[1]
+    assert "RERANK_MAX_DOCUMENTS" in events[-1]["message"]
+    assert "vllm_started" not in done.stderr
+    fleet = (ROOT / "var" / "run" / "tiny-fleet.toml").read_text()
+    assert 'first = "tiny-small"' in fleet
+    assert 'second = "tiny-large"' in fleet
 
 
 def test_a_modelscope_model_is_fetched_once_and_served_under_its_own_name(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ def test_settings_validate_at_start(model_dir: Path, tmp_path: Path) -> None:
     keyline = keys.generate("a")[1]
     ok = Settings(model_dir=model_dir, api_keys=keyline, model_aliases="x, y,,z")  # type: ignore[arg-type]
     assert ok.model_aliases == ("x", "y", "z")
-    assert ok.model_names[0] == "qwen3-reranker-tiny"  # the snapshot's name (tests/test_naming.py)
+    assert ok.fleet().default == "qwen3-reranker-tiny"  # the snapshot's name (tests/test_naming.py)
     with pytest.raises(ValidationError, match="no API keys configured"):
         Settings(model_dir=model_dir)
     with pytest.raises(ValidationError, match=r"has no tokenizer\.json"):
@@ -40,7 +40,10 @@ def test_settings_validate_at_start(model_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"RERANK_API_KEYS": "shop sha256:" + "a" * 64}, "RERANK_MODEL_DIR: Field required"),
+        (
+            {"RERANK_API_KEYS": "shop sha256:" + "a" * 64},
+            "no model: set RERANK_MODEL_DIR (one model) or RERANK_FLEET_FILE",
+        ),
         ({"RERANK_API_KEYS": "not-a-key-line"}, "RERANK_API_KEYS line 1: expected"),
         ({"RERANK_API_KEYS_FILE": "/nonexistent/keys"}, "cannot read API keys file /nonexistent/keys"),
         ({"RERANK_API_KEYS": "shop sha256:" + "a" * 64, "RERANK_PORT": "0"}, "RERANK_PORT:"),
@@ -51,7 +54,7 @@ def test_bad_configuration_stops_the_server_with_one_clear_line(
     model_dir: Path, env: dict[str, str], message: str
 ) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("RERANK_")}
-    if "RERANK_MODEL_DIR: Field required" not in message:
+    if "no model: set RERANK_MODEL_DIR" not in message:
         base["RERANK_MODEL_DIR"] = str(model_dir)
     done = subprocess.run(
         [sys.executable, "-m", "gateway"],

@@ -168,8 +168,9 @@ def answered(service: Service) -> list[str]:
 
 
 def gauge(service: Service, name: str) -> float:
+    """The gateway's one model's value of a per-model gauge."""
     text = httpx.get(f"http://127.0.0.1:{service.env['RERANK_METRICS_PORT']}/metrics", timeout=10).text
-    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    line = next(line for line in text.splitlines() if line.startswith(f'{name}{{model="{SERVED_NAME}"}} '))
     return float(line.split()[1])
 
 

@@ -1,25 +1,31 @@
 """The page's only way to the model: the Cohere SDK against the gateway, exactly as a shop calls it.
 
-Every failure becomes one sentence a merchandiser can act on; tracebacks stay in the page's log.
+Every failure becomes one sentence a merchandiser can act on; tracebacks stay in the page's log. The
+gateway's extensions (a cascade result's ``model``, ``meta.tokens.by_model``, the model list's cards) come
+through the SDK as its models' extra fields.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cohere
 import httpx
+import msgspec
 from cohere.core.api_error import ApiError
 from cohere.core.request_options import RequestOptions
+
+from gateway.schemas import ModelCard
 
 
 @dataclass(frozen=True)
 class Ranked:
     index: int  # position in the products as sent, 0-based
     score: float
+    model: str | None = None  # a cascade's result: the model whose score this is
 
 
 @dataclass(frozen=True)
@@ -27,10 +33,15 @@ class Outcome:
     results: list[Ranked]  # best first
     latency_ms: float  # the whole SDK call, as the shop would see it
     search_units: int | None  # meta.billed_units.search_units, what the request is billed
+    tokens_by_model: dict[str, int] = field(default_factory=dict)  # meta.tokens.by_model: the cost
 
 
 class RerankFailed(Exception):
     """The gateway could not rank; ``str()`` is a sentence for the page."""
+
+
+class ModelsUnavailable(Exception):
+    """The gateway did not list its models; ``str()`` says why, for the page's log."""
 
 
 class GatewayClient:
@@ -62,10 +73,13 @@ class GatewayClient:
         rank_fields: list[str] | None = None,
         instruction: str | None = None,
         top_n: int | None = None,
+        model: str | None = None,
     ) -> Outcome:
         options: RequestOptions = {}
         if instruction:  # the gateway's extension field; without it the deployment default applies
             options["additional_body_parameters"] = {"instruction": instruction}
+        # Named only when chosen: without it the deployment's default model ranks, as before fleets.
+        named: dict[str, Any] = {"model": model} if model else {}
         started = time.perf_counter()
         try:
             response = self._sdk.rerank(
@@ -74,6 +88,7 @@ class GatewayClient:
                 top_n=top_n,
                 rank_fields=rank_fields,
                 request_options=options,
+                **named,
             )
         except ApiError as exc:
             raise RerankFailed(api_error_sentence(exc.status_code, exc.headers or {}, exc.body)) from exc
@@ -95,8 +110,25 @@ class GatewayClient:
             and response.meta.billed_units.search_units is not None
         ):
             units = int(response.meta.billed_units.search_units)
-        results = [Ranked(r.index, r.relevance_score) for r in response.results]
-        return Outcome(results, latency_ms, units)
+        tokens = response.meta.tokens if response.meta else None
+        by_model = (tokens.model_extra or {}).get("by_model") if tokens else None
+        results = [
+            Ranked(r.index, r.relevance_score, _text_or_none((r.model_extra or {}).get("model")))
+            for r in response.results
+        ]
+        return Outcome(results, latency_ms, units, _token_counts(by_model))
+
+    def models(self) -> list[ModelCard]:
+        """Every name the deployment answers to (GET /v1/models), or ModelsUnavailable: a gateway from
+        before fleets, or another Cohere-compatible API, may list none or in another shape."""
+        try:
+            listing = self._sdk.models.list()
+        except (ApiError, httpx.HTTPError) as exc:
+            raise ModelsUnavailable(f"GET {self.base_url}/v1/models failed: {exc}") from exc
+        try:
+            return msgspec.convert((listing.model_extra or {}).get("data"), list[ModelCard])
+        except msgspec.ValidationError as exc:
+            raise ModelsUnavailable(f"{self.base_url}/v1/models is not this gateway's list: {exc}") from exc
 
 
 def api_error_sentence(  # noqa: PLR0911  # one sentence per status: a match reads best
@@ -131,6 +163,17 @@ def api_error_sentence(  # noqa: PLR0911  # one sentence per status: a match rea
             return "The model took too long to answer: try again, or send fewer products."
         case _:
             return f"The gateway failed with HTTP {status}.{said} Try again; if it persists, check its logs."
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _token_counts(by_model: Any) -> dict[str, int]:
+    """``meta.tokens.by_model`` as sent; nothing when the API does not send it (Cohere's does not)."""
+    if not isinstance(by_model, dict):
+        return {}
+    return {str(name): int(n) for name, n in by_model.items() if isinstance(n, int | float)}
 
 
 def _retry_after(headers: dict[str, str]) -> int | None:

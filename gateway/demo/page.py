@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -12,14 +13,17 @@ import gradio as gr
 import pandas as pd
 
 from gateway.demo import render
-from gateway.demo.client import GatewayClient, RerankFailed
+from gateway.demo.client import GatewayClient, ModelsUnavailable, RerankFailed
+from gateway.demo.compare import PAGE_FAULT, rank_both
 from gateway.demo.examples import EXAMPLES, LAPTOPS, Example
+from gateway.demo.models import choices
 from gateway.demo.products import Format, ProductsError, columns_of, parse
 
 log = logging.getLogger("rerank-demo")
 
 PREFERRED_FIELDS = ("title", "name", "brand", "category", "text")  # picked for the merchandiser at first
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+NO_COMPARISON = ("No comparison", "")  # the "Compare with" choice that ranks with one model only
 
 CSS = """
 table.ranked { width: 100%; border-collapse: collapse; font-size: 0.95em; }
@@ -31,9 +35,15 @@ table.ranked td.up { color: #15803d; }
 table.ranked td.down { color: #b91c1c; }
 p.status { margin: 0.4em 0; }
 p.status.error { color: #b91c1c; font-weight: 600; }
+div.compare { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 24px; }
+div.compare h3 { margin: 0 0 0.2em; font-size: 1.05em; }
+table.ranked td.new { color: #1d4ed8; }
+table.ranked td.by { font-family: var(--font-mono); font-size: 0.85em; white-space: nowrap; }
+p.dropped { color: var(--body-text-color-subdued); font-size: 0.9em; }
 """
 
 ChartValue: TypeAlias = "pd.DataFrame | None"  # None clears the chart
+Shown: TypeAlias = tuple[str, str, ChartValue, Any, str]  # status, table, chart, fields, comparison
 
 
 def build(client: GatewayClient, default_instruction: str) -> gr.Blocks:
@@ -81,6 +91,16 @@ def build(client: GatewayClient, default_instruction: str) -> gr.Blocks:
                 top_n = gr.Number(
                     label="Top N (0: all products)", precision=0, minimum=0, value=0, elem_id="top-n"
                 )
+                # Offered once the page has listed the deployment's models, and only if it has two or more.
+                model = gr.Radio([], label="Model (A)", visible=False, elem_id="model")
+                versus = gr.Radio(
+                    [NO_COMPARISON],
+                    value=NO_COMPARISON[1],
+                    label="Compare with (B): both orders side by side, below",
+                    visible=False,
+                    elem_id="compare-with",
+                )
+                labels = gr.State({})  # model name -> how the page lists it, for the comparison's headings
                 go = gr.Button("Rerank", variant="primary", elem_id="rerank")
                 gr.Markdown("**Examples**")
                 with gr.Row():
@@ -101,10 +121,19 @@ def build(client: GatewayClient, default_instruction: str) -> gr.Blocks:
                     height=320,
                     elem_id="scores",
                 )
+        compared = gr.HTML("", elem_id="compare")
 
         def rank(  # noqa: PLR0917  # Gradio passes the inputs positionally
-            query_text: str, text: str, fmt_value: str, chosen: list[str], instr: str, n: float | None
-        ) -> tuple[str, str, ChartValue, Any]:
+            query_text: str,
+            text: str,
+            fmt_value: str,
+            chosen: list[str],
+            instr: str,
+            n: float | None,
+            model_a: str | None,
+            model_b: str | None,
+            names: dict[str, str],
+        ) -> Shown:
             try:
                 return _rank(
                     client,
@@ -115,10 +144,12 @@ def build(client: GatewayClient, default_instruction: str) -> gr.Blocks:
                     chosen=chosen or [],
                     instruction=instr,
                     top_n=n,
+                    models=(model_a or None, model_b or None),
+                    labels=names or {},
                 )
             except Exception:  # a bug of the page must still read as a sentence, not a traceback
                 log.exception("ranking failed")
-                return _error("Something went wrong on the page itself; its log has the details.")
+                return _error(PAGE_FAULT)
 
         def refresh_fields(text: str, fmt_value: str, chosen: list[str]) -> Any:
             return _fields_update(columns_of(text, Format(fmt_value)), chosen or [])
@@ -131,10 +162,11 @@ def build(client: GatewayClient, default_instruction: str) -> gr.Blocks:
 
             return load
 
-        # The rank button is the one event that spends the key; the others only reshape the form. None of
-        # them is offered as a public API: the page is for people, the gateway is the API.
-        inputs = [query, products, fmt, fields, instruction, top_n]
-        outputs = [status, ranked, chart, fields]
+        # The rank button is the one event that spends the key; the others only reshape the form (the
+        # page's load lists the models, which is billed nothing). None of them is offered as a public API:
+        # the page is for people, the gateway is the API.
+        inputs = [query, products, fmt, fields, instruction, top_n, model, versus, labels]
+        outputs = [status, ranked, chart, fields, compared]
         go.click(rank, inputs, outputs, api_visibility="private", concurrency_limit=4)
         query.submit(rank, inputs, outputs, api_visibility="private", concurrency_limit=4)
         # The fields on offer follow the products when the merchandiser leaves the box (blur: Gradio fires
@@ -148,6 +180,7 @@ def build(client: GatewayClient, default_instruction: str) -> gr.Blocks:
             api_visibility="private",
             trigger_mode="always_last",
         )
+        page.load(lambda: _offer_models(client), None, [model, versus, labels], api_visibility="private")
         upload.upload(_load_file, [upload, fields], [products, fmt, fields], api_visibility="private")
         for button, example in buttons:
             button.click(
@@ -166,7 +199,9 @@ def _rank(
     chosen: list[str],
     instruction: str,
     top_n: float | None,
-) -> tuple[str, str, ChartValue, Any]:
+    models: tuple[str | None, str | None],
+    labels: dict[str, str],
+) -> Shown:
     if not query.strip():
         return _error("Type the shopper's query first.")
     try:
@@ -178,28 +213,66 @@ def _rank(
     rank_fields = _fields_to_use(items.columns, chosen)
     # Unchanged, the instruction is left out so the deployment's own default applies, whatever it is.
     edited = instruction.strip() if instruction.strip() != default_instruction.strip() else None
-    try:
-        outcome = client.rerank(
-            query.strip(),
-            items.documents,
-            rank_fields=rank_fields or None,
-            instruction=edited,
-            top_n=int(top_n) if top_n else None,  # 0 or empty: every product
+    request = partial(
+        client.rerank,
+        query.strip(),
+        items.documents,
+        rank_fields=rank_fields or None,
+        instruction=edited,
+        top_n=int(top_n) if top_n else None,  # 0 or empty: every product
+    )
+    model_a, model_b = models
+    compared = below = ""
+    if model_a is None or model_b is None or model_b == model_a:
+        try:
+            outcome = request(model=model_a)
+        except RerankFailed as exc:
+            return _error(str(exc))
+        if model_b is not None:
+            compared = render.error("Pick a model other than A to compare with.")
+    else:
+        # A's ranking fills the usual results; both, side by side, the comparison under the form.
+        a, b = rank_both(
+            lambda name: request(model=name),
+            (model_a, labels.get(model_a, model_a)),
+            (model_b, labels.get(model_b, model_b)),
         )
-    except RerankFailed as exc:
-        return _error(str(exc))
+        compared, below = render.comparison(a, b, items, rank_fields), render.see_below(model_b)
+        if a.outcome is None:
+            return render.error(a.error or PAGE_FAULT) + below, "", None, gr.skip(), compared
+        outcome = a.outcome
     rows = render.rows(outcome, items, rank_fields)
-    summary = render.summary(outcome, len(items.documents))
     return (
-        summary,
+        render.summary(outcome, len(items.documents), model_a) + below,
         render.table_html(rows),
         render.chart_frame(rows),
         _fields_update(items.columns, rank_fields),
+        compared,
     )
 
 
-def _error(sentence: str) -> tuple[str, str, ChartValue, Any]:
-    return render.error(sentence), "", None, gr.skip()
+def _error(sentence: str) -> Shown:
+    return render.error(sentence), "", None, gr.skip(), ""
+
+
+def _offer_models(client: GatewayClient) -> tuple[Any, Any, dict[str, str]]:
+    """The model pickers: shown with two models or more, each model once (its aliases are the same model)."""
+    try:
+        offered = choices(client.models())
+    except ModelsUnavailable as exc:
+        log.warning("no comparison offered: %s", exc)
+        offered = []
+    except Exception:  # the page must still rank with the default model
+        log.exception("listing the models failed")
+        offered = []
+    if len(offered) < 2:  # one model: the page as it always was, nothing to pick
+        return gr.skip(), gr.skip(), {}
+    options = [(choice.label, choice.name) for choice in offered]
+    return (
+        gr.Radio(choices=options, value=offered[0].name, visible=True),  # the deployment's default
+        gr.Radio(choices=[NO_COMPARISON, *options], value=NO_COMPARISON[1], visible=True),
+        {choice.name: choice.label for choice in offered},
+    )
 
 
 def _fields_to_use(columns: list[str], chosen: list[str]) -> list[str]:

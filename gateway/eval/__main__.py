@@ -13,6 +13,8 @@ and does a cheaper deployment still rank like the reference?
 Options that differ per endpoint take NAME=VALUE (for that endpoint) or VALUE (for every endpoint):
 --api-key-file, --model, --instruction. Keys come from files (or RERANK_EVAL_API_KEY), never the
 command line. Answers are kept in the result store, so an interrupted run resumes where it stopped.
+Beside each endpoint's NDCG the report shows the tokens each model scored (meta.tokens.by_model) and the
+GPU work they stand for, estimated from the models' sizes: large-only, cascade and small-only side by side.
 
 With --reference and --candidate it is the agreement gate instead of the relevance report, on labelled
 searches or a query log: one line "rerank-eval: FAIL ..." per bound missed, on stderr.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import itertools
+import math
 import os
 import re
 import shlex
@@ -80,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     measure.add_argument("--relevant", type=int, help="label counted relevant by MRR and recall (default 2)")
     measure.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     measure.add_argument("--test", choices=["student", "fisher"], default="student")
+    measure.add_argument(
+        "--model-params",
+        action="append",
+        default=[],
+        metavar="MODEL=BILLIONS",
+        help="a model's size for the GPU-work estimate (default: from its name, e.g. qwen3-reranker-0.6b)",
+    )
     gate = parser.add_argument_group(
         "agreement gate", "the candidate against the reference on the same searches; exit 3 outside a bound"
     )
@@ -139,6 +149,21 @@ def sweep_grid(specs: list[str]) -> list[dict[str, float]]:
         axes.append([(name, w) for w in values])
     grid = [dict(point) for point in itertools.product(*axes)]
     return [weights for weights in grid if sum(weights.values()) <= 1.0 + 1e-9]
+
+
+def model_params(specs: list[str]) -> dict[str, float]:
+    """--model-params MODEL=BILLIONS, by the model name the answers give (meta.tokens.by_model)."""
+    params: dict[str, float] = {}
+    for spec in specs:
+        model, sep, value = spec.rpartition("=")
+        try:
+            billions = float(value) if sep and model else math.nan
+        except ValueError:
+            billions = math.nan
+        if not (math.isfinite(billions) and billions > 0):
+            raise UsageError(f"--model-params {spec}: expected MODEL=BILLIONS, a positive number (4 for 4B)")
+        params[model] = billions
+    return params
 
 
 def _endpoints(ns: argparse.Namespace, baseline: str) -> list[Endpoint]:
@@ -251,6 +276,7 @@ def run(ns: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915  # one straigh
         if value is not None and value < 1:
             raise UsageError(f"--{option.replace('_', '-')} must be at least 1")
     relevant = ns.relevant if ns.relevant is not None else metrics.default_relevant(data.max_label)
+    params = model_params(ns.model_params)
     store_dir = None if ns.no_store else (ns.store or DEFAULT_OUT / "store")
     queries = data.queries
 
@@ -324,6 +350,7 @@ def run(ns: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915  # one straigh
         sweep=sweep,
         normalize=ns.sweep_normalize,
         command=command,
+        model_params=params,
     )
     report.print_table(evaluation, context, out)
     written = report.write(evaluation, context, out_dir)

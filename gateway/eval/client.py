@@ -1,6 +1,7 @@
 """One endpoint under evaluation, called through the Cohere SDK like any shop calls it (v1 rerank: product
 objects with rank_fields). Works against this gateway, Cohere's API or any other Cohere-compatible one;
-the extensions (instruction, fusion) are sent only when asked for."""
+the extensions (instruction, fusion) are sent only when asked for, and the answer's token counts are read
+when it has them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import cohere
 import httpx
 from cohere.core.api_error import ApiError
 from cohere.core.request_options import RequestOptions
+from cohere.types import RerankResponse
 
 from gateway.eval.dataset import LabelledQuery
 
@@ -36,22 +38,50 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Tokens:
+    """An answer's ``meta.tokens``: the prompt tokens scored for the request, and (this gateway's extension)
+    by the model that scored them; ``by_model`` is empty when the endpoint does not say."""
+
+    input_tokens: int
+    by_model: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unattributed(self) -> int:
+        """Tokens no model is named for (an endpoint reporting ``input_tokens`` alone)."""
+        return max(0, self.input_tokens - sum(self.by_model.values()))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"input_tokens": self.input_tokens, "by_model": dict(self.by_model)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Tokens:
+        return cls(int(data["input_tokens"]), {str(m): int(n) for m, n in data["by_model"].items()})
+
+
+@dataclass(frozen=True, slots=True)
 class Ranked:
     order: tuple[int, ...]  # candidate positions, best first, as the endpoint returned them
     scores: tuple[float, ...]  # relevance_score of each returned result, in that order
     fused: tuple[float, ...] | None = None  # fused_score likewise, when fusion was asked for
+    tokens: Tokens | None = None  # None: the endpoint did not report them
 
     def as_json(self) -> dict[str, Any]:
         return {
             "order": list(self.order),
             "scores": list(self.scores),
             "fused": None if self.fused is None else list(self.fused),
+            "tokens": None if self.tokens is None else self.tokens.as_json(),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Ranked:
-        fused = data.get("fused")
-        return cls(tuple(data["order"]), tuple(data["scores"]), None if fused is None else tuple(fused))
+        fused, tokens = data.get("fused"), data.get("tokens")
+        return cls(
+            tuple(data["order"]),
+            tuple(data["scores"]),
+            None if fused is None else tuple(fused),
+            None if tokens is None else Tokens.from_json(tokens),
+        )
 
 
 class EndpointFailed(Exception):
@@ -115,4 +145,23 @@ class EndpointClient:
                     f"{where}: no fused_score in the answer; the endpoint does not do fusion"
                 )
             fused = tuple(float(value) for value in extras if value is not None)
-        return Ranked(order, tuple(result.relevance_score for result in response.results), fused)
+        scores = tuple(result.relevance_score for result in response.results)
+        return Ranked(order, scores, fused, tokens_of(response))
+
+
+def tokens_of(response: RerankResponse) -> Tokens | None:
+    """``meta.tokens`` of an answer: Cohere's ``input_tokens`` and this gateway's ``by_model``, which the SDK
+    keeps as an extra field. A ``by_model`` of another shape (another API's idea) counts as not given: cost
+    accounting never fails an evaluation of relevance."""
+    reported = response.meta.tokens if response.meta is not None else None
+    if reported is None:
+        return None
+    by_model = (reported.model_extra or {}).get("by_model")
+    if not isinstance(by_model, dict) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in by_model.values()
+    ):
+        by_model = {}
+    if reported.input_tokens is None and not by_model:
+        return None
+    total = sum(by_model.values()) if reported.input_tokens is None else int(reported.input_tokens)
+    return Tokens(total, {str(model): n for model, n in by_model.items()})

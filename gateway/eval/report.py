@@ -13,6 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from gateway.eval.cost import Cost, most_expensive, tally
 from gateway.eval.metrics import BASELINE, HEADLINE, METRICS, Evaluation, Versus
 from gateway.eval.runner import Collected
 
@@ -40,6 +41,12 @@ class Context:
     sweep: list[SweepPoint] = field(default_factory=list)
     normalize: str = "minmax"
     command: str = ""
+    model_params: dict[str, float] = field(default_factory=dict)  # --model-params: billions, by model
+
+    def costs(self) -> list[Cost]:
+        """The named endpoints' tokens; fusion-sweep runs are left out: each asks its endpoint's models."""
+        swept = {point.run for point in self.sweep}
+        return tally([c for c in self.collected if c.endpoint.name not in swept], self.model_params)
 
 
 def _ci(versus: Versus) -> str:
@@ -57,6 +64,86 @@ def _p(versus: Versus) -> str:
 def _p_phrase(versus: Versus) -> str:
     text = _p(versus)
     return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
+def _share(share: float | None) -> str:
+    if share is None:
+        return "n/a"
+    return f"{share:.0%}" if share >= 0.1 else f"{share:.1%}"  # a small share keeps a digit
+
+
+COST_COLUMNS = ("run", HEADLINE, "model", "params", "tokens", "per search", "GPU work (est.)")
+
+
+def cost_rows(evaluation: Evaluation, costs: Sequence[Cost]) -> list[tuple[str, ...]]:
+    """COST_COLUMNS, a row per model an endpoint's answers name: the run, its NDCG@10 and its share of the
+    most expensive endpoint's GPU work on the first, so quality and cost read side by side."""
+    rows: list[tuple[str, ...]] = []
+    for cost in costs:
+        parts = [
+            (m.model, "?" if m.params_b is None else f"{m.params_b:g}B", m.tokens, m.per_search)
+            for m in cost.models
+        ]
+        if cost.unattributed:
+            parts.append(("(no model named)", "?", cost.unattributed, cost.unattributed / cost.reported))
+        lead = (cost.run, f"{evaluation.means[cost.run][HEADLINE]:.3f}")
+        if not parts:
+            rows.append((*lead, "tokens unknown", "", "", "", _share(cost.share)))
+        for i, (model, params, tokens, per_search) in enumerate(parts):
+            first = i == 0
+            rows.append(
+                (
+                    *(lead if first else ("", "")),
+                    model,
+                    params,
+                    f"{tokens:,}",
+                    f"{per_search:,.0f}",
+                    _share(cost.share) if first else "",
+                )
+            )
+    return rows
+
+
+def cost_notes(costs: Sequence[Cost]) -> list[str]:
+    """What the token columns mean and what they lack, as sentences."""
+    notes: list[str] = []
+    most = most_expensive(costs)
+    if any(cost.reported for cost in costs):
+        how = (
+            f"GPU work (est.): tokens times the model's parameters (from its name, or --model-params), as a "
+            f"share of {most.run}'s; an estimate from parameter counts, not a measurement."
+            if most is not None
+            else "GPU work (est.) needs the models' sizes: --model-params MODEL=BILLIONS."
+        )
+        notes.append(
+            "Tokens: the prompts each model scored for the run's answers (their meta.tokens.by_model; a "
+            f"score-cache hit counts like a scored prompt), per search on average. {how}"
+        )
+    for cost in costs:
+        unknown = cost.answers - cost.reported
+        if unknown:
+            reasons = []
+            if cost.stored_before_tokens:
+                reasons.append(
+                    f"{cost.stored_before_tokens} from a result store written before rerank-eval kept tokens "
+                    "(--no-store, or another --store, asks again)"
+                )
+            if unknown - cost.stored_before_tokens:
+                reasons.append(f"{unknown - cost.stored_before_tokens} without meta.tokens from the endpoint")
+            counted = f"; the numbers are the other {cost.reported}'s" if cost.reported else ""
+            notes.append(
+                f"{cost.run}: tokens unknown for {unknown} of {cost.answers} answers: "
+                f"{'; '.join(reasons)}{counted}."
+            )
+        if cost.reported and cost.work_per_search is None:
+            unsized = ", ".join(cost.unknown_sizes())
+            why = (
+                "the endpoint does not say which model scored (meta.tokens.by_model)"
+                if cost.unattributed or not cost.models
+                else f"the size of {unsized} is unknown (--model-params MODEL=BILLIONS)"
+            )
+            notes.append(f"{cost.run}: no GPU work estimate: {why}.")
+    return notes
 
 
 def verdict(run: str, reference: str, versus: Versus, evaluation: Evaluation, metric: str = HEADLINE) -> str:
@@ -120,6 +207,16 @@ def print_table(evaluation: Evaluation, context: Context, console: Console) -> N
         f"relevant = label ≥ {evaluation.relevant} for MRR and recall"
     )
     console.print(summary(evaluation))
+    costs = context.costs()
+    if any(cost.reported for cost in costs):
+        cost_table = Table(title="Quality against GPU work", title_justify="left", box=box.SIMPLE_HEAD)
+        for i, column in enumerate(COST_COLUMNS):
+            cost_table.add_column(column, justify="left" if i in {0, 2} else "right", no_wrap=i == 0)
+        for row in cost_rows(evaluation, costs):
+            cost_table.add_row(*row)
+        console.print(cost_table)
+    for note in cost_notes(costs):
+        console.print(note, markup=False, soft_wrap=True)  # one line each: a log greps whole sentences
 
 
 def as_json(evaluation: Evaluation, context: Context) -> dict[str, Any]:
@@ -174,9 +271,20 @@ def as_json(evaluation: Evaluation, context: Context) -> dict[str, Any]:
             {"run": p.run, "endpoint": p.endpoint, "weights": p.weights, **evaluation.means[p.run]}
             for p in context.sweep
         ],
+        "gpu_work": _cost_json(context),
         "per_query": evaluation.per_query,
         "rankings": evaluation.rankings,
         "summary": summary(evaluation),
+    }
+
+
+def _cost_json(context: Context) -> dict[str, Any]:
+    costs = context.costs()
+    most = most_expensive(costs)
+    return {
+        "reference": None if most is None else most.run,  # share_of_most is relative to its work
+        "model_params": context.model_params,
+        "runs": {cost.run: cost.as_json() for cost in costs},
     }
 
 
@@ -232,6 +340,7 @@ def _markdown(evaluation: Evaluation, context: Context, plots: Sequence[str]) ->
         tail = ["", ""] if headline is None else [f"{headline.delta:+.3f} ({_ci(headline)})", _p(headline)]
         lines.append(f"| {run} | " + " | ".join([*cells, *tail]) + " |")
     lines += ["", f"\\* significant at the {evaluation.alpha:g} level against the baseline.", ""]
+    lines += _cost_markdown(evaluation, context)
     for name in plots:
         lines += [f"![{name.removesuffix('.png')}]({name})", ""]
     if context.sweep:
@@ -260,6 +369,25 @@ def _markdown(evaluation: Evaluation, context: Context, plots: Sequence[str]) ->
     if context.command:
         lines += ["", "Command:", "", "```sh", context.command, "```"]
     return "\n".join(lines) + "\n"
+
+
+def _cost_markdown(evaluation: Evaluation, context: Context) -> list[str]:
+    costs = context.costs()
+    notes = cost_notes(costs)
+    if not notes:
+        return []
+    lines = ["## Quality against GPU work", ""]
+    if any(cost.reported for cost in costs):
+        lines += [
+            "| " + " | ".join(COST_COLUMNS) + " |",
+            "|---|---:|---|" + "---:|" * (len(COST_COLUMNS) - 3),
+        ]
+        lines += [
+            "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+            for row in cost_rows(evaluation, costs)
+        ]
+        lines.append("")
+    return [*lines, *(f"- {note}" for note in notes), ""]
 
 
 def _cut(context: Context) -> str:

@@ -19,6 +19,7 @@ class Collected:
     sent: int  # requests made by this run
     stored: int  # answers taken from the result store
     seconds: float  # wall time of the requests this run made
+    stored_before_tokens: int = 0  # of the stored answers, those kept before rerank-eval kept tokens
 
 
 def collect(
@@ -35,6 +36,7 @@ def collect(
     the answers already stored so the next run resumes."""
     answers: dict[str, Ranked] = {}
     todo: list[tuple[LabelledQuery, str]] = []
+    before_tokens = 0
     for query in queries:
         key = request_key(query, rank_fields, top_n)
         known = store.get(key)
@@ -42,6 +44,7 @@ def collect(
             todo.append((query, key))
         else:
             answers[query.id] = known
+            before_tokens += store.predates_tokens(key)
             advance()
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="rerank-eval") as pool:
@@ -62,6 +65,5 @@ def collect(
                 store.put(key, ranked)  # only this thread writes: no lock needed
                 answers[query.id] = ranked
                 advance()
-    return Collected(
-        client.endpoint, answers, len(todo), len(queries) - len(todo), time.perf_counter() - started
-    )
+    seconds = time.perf_counter() - started
+    return Collected(client.endpoint, answers, len(todo), len(queries) - len(todo), seconds, before_tokens)

@@ -39,11 +39,13 @@ CACHE_RESULTS = ("hit", "coalesced", "miss")
 SHED_REASONS = ("queue_full", "queue_timeout", "evicted")
 RELOAD_RESULTS = ("ok", "error")
 NO_KEY = "-"  # key_id of a request that presented no valid key (no key id can start with "-")
+NO_MODEL = "-"  # model of a request that named no served model (a 404, a route without one)
 FLUSH_INTERVAL_S = 1.0
 WORKER_FILE = "worker-{pid}.prom"
 
 HELP = {
-    "rerank_requests": "Requests answered, by route, HTTP status and API key id (- when no valid key).",
+    "rerank_requests": "Requests answered, by route, HTTP status, API key id (- when no valid key) and "
+    "model entry (- when none was resolved).",
     "rerank_request_duration_seconds": "Time from a request's first byte to its answer, in the gateway.",
     "rerank_upstream_duration_seconds": "Time a request waited on vLLM (requests that called it).",
     "rerank_gateway_duration_seconds": "The gateway's own share of a request: total minus upstream time.",
@@ -54,8 +56,10 @@ HELP = {
     "rerank_rate_limit_decisions": "Rate-limit decisions by key id: admitted, unlimited (no limits), "
     "refused (limit says which: rpm, units, concurrency), fail_open or fail_closed (Redis did not answer).",
     "rerank_requests_in_flight": "Requests the gateway is working on now, all workers together.",
-    "rerank_upstream_failures": "Failed calls to vLLM by kind: timeout, unavailable, pool_full (every "
-    "connection busy), rejected (vLLM said 4xx), error (vLLM said 5xx), bad_answer (unusable answer).",
+    "rerank_upstream_failures": "Failed calls to vLLM by kind and model: timeout, unavailable, pool_full "
+    "(every connection busy), rejected (vLLM said 4xx), error (vLLM said 5xx), bad_answer (unusable answer).",
+    "rerank_model_input_tokens": "Prompt tokens scored, by the model that scored them (a cascade's "
+    "requests count for both its models), cache hits included: the GPU work each model was asked for.",
     "rerank_score_cache_pairs": "Query-document pairs by where their score came from: hit (a cache tier), "
     "coalesced (another request's vLLM call for the same pair), miss (this request's vLLM call).",
     "rerank_quota_refunds": "Admitted requests whose charge (the request and its search units) was given "
@@ -65,8 +69,8 @@ HELP = {
     "rerank_shed_requests": "Requests refused for overload before reaching vLLM, by reason: queue_full, "
     "queue_timeout (no capacity in time), evicted (a request of better priority took its queue place).",
     "rerank_queue_wait_seconds": "Time a request waited for capacity to vLLM (requests that called it).",
-    "rerank_upstream_pairs_in_flight": "Query-document pairs at vLLM now, all workers.",
-    "rerank_queued_requests": "Requests waiting for capacity to vLLM now, all workers.",
+    "rerank_upstream_pairs_in_flight": "Query-document pairs at vLLM now, all workers, by model.",
+    "rerank_queued_requests": "Requests waiting for capacity to vLLM now, all workers, by model.",
 }
 
 
@@ -102,33 +106,37 @@ def _counter(name: str, labels: list[str], values: dict[tuple[str, ...], float])
 class Metrics(Collector):
     """One worker's counts, and the collector that turns them into families. Labels stay bounded: routes
     come from the route table (unknown paths are ``unmatched``), key ids from the keys file, kinds from
-    fixed lists. The gauges are read when the totals are written: ``in_flight`` is the worker's count of
-    requests in progress (gateway/inflight.py), ``pairs_in_flight`` and ``queued`` its load-shedding state
-    (gateway/shedding.py)."""
+    fixed lists, models from the fleet. The gauges are read when the totals are written: ``in_flight`` is the
+    worker's count of requests in progress (gateway/inflight.py), ``pairs_in_flight`` and ``queued`` its
+    load-shedding state per model (gateway/shedding.py), whose keys name every model served."""
 
     def __init__(
         self,
         in_flight: Callable[[], int],
         directory: Path | None = None,
         *,
-        pairs_in_flight: Callable[[], int] = lambda: 0,
-        queued: Callable[[], int] = lambda: 0,
+        pairs_in_flight: Callable[[], dict[str, int]] = dict,
+        queued: Callable[[], dict[str, int]] = dict,
     ) -> None:
-        self._gauges = {
-            "rerank_requests_in_flight": in_flight,
+        self._in_flight = in_flight
+        self._per_model = {
             "rerank_upstream_pairs_in_flight": pairs_in_flight,
             "rerank_queued_requests": queued,
         }
+        models = tuple(pairs_in_flight())
         self._file = directory / WORKER_FILE.format(pid=os.getpid()) if directory is not None else None
         self._requests: dict[tuple[str, ...], float] = {}
-        self._latency: dict[str, tuple[_Histogram, _Histogram, _Histogram]] = {}
+        self._latency: dict[tuple[str, str], tuple[_Histogram, _Histogram, _Histogram]] = {}
         self._documents = _Histogram(SIZE_BUCKETS)
         self._chunks = _Histogram(SIZE_BUCKETS)
         self._search_units = _Histogram(SIZE_BUCKETS)
         self._units_by_key: dict[tuple[str, ...], float] = {}
         self._rate_limit: dict[tuple[str, ...], float] = {}
         # Zero from the start, so that rate() and alerts see the first failure.
-        self._upstream_failures: dict[tuple[str, ...], float] = {(kind,): 0 for kind in FAILURE_LABELS}
+        self._upstream_failures: dict[tuple[str, ...], float] = {
+            (kind, model): 0 for kind in FAILURE_LABELS for model in models
+        }
+        self._tokens: dict[tuple[str, ...], float] = {(model,): 0 for model in models}
         self._cache_pairs = [0, 0, 0]
         self._refunds = 0
         self._shed: dict[tuple[str, ...], float] = {(reason,): 0 for reason in SHED_REASONS}
@@ -139,12 +147,13 @@ class Metrics(Collector):
         """Everything one finished request contributes; called by the request log after its line."""
         key_id = record.key_id or NO_KEY
         route = record.route
-        counted = (route, str(record.status), key_id)
+        counted = (route, str(record.status), key_id, record.model or NO_MODEL)
         self._requests[counted] = self._requests.get(counted, 0) + 1
-        timers = self._latency.get(route)
+        timed = (route, record.model or NO_MODEL)
+        timers = self._latency.get(timed)
         if timers is None:
             timers = (_Histogram(LATENCY_BUCKETS), _Histogram(LATENCY_BUCKETS), _Histogram(LATENCY_BUCKETS))
-            self._latency[route] = timers
+            self._latency[timed] = timers
         total, upstream, gateway = timers
         total.observe(record.duration_ms / 1000)
         if record.upstream_ms > 0:
@@ -161,9 +170,7 @@ class Metrics(Collector):
             decision, _, kind = record.limit.partition(":")
             decided = (key_id, "refused" if decision == "limited" else decision, kind)
             self._rate_limit[decided] = self._rate_limit.get(decided, 0) + 1
-        if record.upstream_error is not None:
-            failed = (record.upstream_error,)
-            self._upstream_failures[failed] = self._upstream_failures.get(failed, 0) + 1
+        self._observe_models(record)
         if record.queue_ms is not None:
             self._queue_wait.observe(record.queue_ms / 1000)
         if record.shed is not None:
@@ -176,18 +183,27 @@ class Metrics(Collector):
             pairs[1] += record.cache_shared or 0
             pairs[2] += record.cache_misses
 
+    def _observe_models(self, record: RequestRecord) -> None:
+        """What the request asked of each model: its tokens, and a failed call to one's vLLM."""
+        if record.upstream_error is not None:
+            failed = (record.upstream_error, record.upstream_model or NO_MODEL)
+            self._upstream_failures[failed] = self._upstream_failures.get(failed, 0) + 1
+        if record.tokens_by_model is not None:
+            for model, tokens in record.tokens_by_model.items():
+                self._tokens[(model,)] = self._tokens.get((model,), 0) + tokens
+
     def key_reloaded(self, result: str) -> None:
         """The keys file was re-read (gateway/keyswatch.py): ``ok`` or ``error``."""
         self._reloads[(result,)] = self._reloads.get((result,), 0) + 1
 
     def collect(self) -> Iterator[Metric]:
-        yield _counter("rerank_requests", ["route", "status", "key_id"], self._requests)
+        yield _counter("rerank_requests", ["route", "status", "key_id", "model"], self._requests)
         names = ("rerank_request_duration_seconds", "rerank_upstream_duration_seconds",
                  "rerank_gateway_duration_seconds")  # fmt: skip
         for position, name in enumerate(names):
-            latency = HistogramMetricFamily(name, HELP[name], labels=["route"])
-            for route, timers in self._latency.items():
-                timers[position].add_to(latency, [route])
+            latency = HistogramMetricFamily(name, HELP[name], labels=["route", "model"])
+            for (route, model), timers in self._latency.items():
+                timers[position].add_to(latency, [route, model])
             yield latency
         for name, histogram in (
             ("rerank_request_documents", self._documents),
@@ -200,7 +216,8 @@ class Metrics(Collector):
             yield sizes
         yield _counter("rerank_search_units", ["key_id"], self._units_by_key)
         yield _counter("rerank_rate_limit_decisions", ["key_id", "decision", "limit"], self._rate_limit)
-        yield _counter("rerank_upstream_failures", ["kind"], self._upstream_failures)
+        yield _counter("rerank_upstream_failures", ["kind", "model"], self._upstream_failures)
+        yield _counter("rerank_model_input_tokens", ["model"], self._tokens)
         pairs: dict[tuple[str, ...], float] = {
             (result,): float(n) for result, n in zip(CACHE_RESULTS, self._cache_pairs, strict=True)
         }
@@ -208,8 +225,14 @@ class Metrics(Collector):
         yield _counter("rerank_quota_refunds", [], {(): self._refunds})
         yield _counter("rerank_shed_requests", ["reason"], self._shed)
         yield _counter("rerank_api_keys_reloads", ["result"], self._reloads)
-        for name, read in self._gauges.items():
-            yield GaugeMetricFamily(name, HELP[name], value=read())
+        yield GaugeMetricFamily(
+            "rerank_requests_in_flight", HELP["rerank_requests_in_flight"], value=self._in_flight()
+        )
+        for name, read in self._per_model.items():
+            gauge = GaugeMetricFamily(name, HELP[name], labels=["model"])
+            for model, value in read().items():
+                gauge.add_metric([model], value)
+            yield gauge
 
     def flush(self) -> None:
         """This worker's totals to its file (atomically: written aside, then renamed over the old one)."""

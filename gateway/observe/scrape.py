@@ -12,7 +12,7 @@ import os
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -36,49 +36,66 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class VllmMetrics(Collector):
-    """vLLM's ``vllm:*`` families, read from its /metrics on each scrape; ``rerank_vllm_metrics_up`` says
-    whether that worked (a scrape during vLLM's start-up or an outage still returns the gateway's own)."""
+    """The ``vllm:*`` families of each vLLM of this pod (model name -> its URL), read from its /metrics on
+    each scrape and merged family by family (vLLM labels its samples with ``model_name``);
+    ``rerank_vllm_metrics_up{model}`` says whether each read worked (a scrape during vLLM's start-up or an
+    outage still returns the gateway's own)."""
 
-    def __init__(self, upstream_url: str, timeout_s: float = VLLM_SCRAPE_TIMEOUT_S) -> None:
-        self._url = upstream_url.rstrip("/") + "/metrics"
+    def __init__(self, upstreams: Mapping[str, str], timeout_s: float = VLLM_SCRAPE_TIMEOUT_S) -> None:
+        self._urls = {model: url.rstrip("/") + "/metrics" for model, url in upstreams.items()}
         self._timeout = timeout_s
         # vLLM is on loopback: an HTTP(S)_PROXY in the environment must not route the call elsewhere.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("rerank_vllm_metrics_up", "1 if vLLM's own metrics were read for this scrape.")
-        try:
-            with self._opener.open(self._url, timeout=self._timeout) as answer:
-                text = answer.read().decode("utf-8")
-            families = [f for f in text_string_to_metric_families(text) if f.name.startswith(VLLM_PREFIX)]
-        except (OSError, ValueError, urllib.error.URLError):
-            up.add_metric([], 0)
-            yield up
-            return
-        yield from families
-        up.add_metric([], 1)
+        up = GaugeMetricFamily(
+            "rerank_vllm_metrics_up", "1 if vLLM's own metrics were read for this scrape.", labels=["model"]
+        )
+        merged: dict[str, Metric] = {}
+        for model, url in self._urls.items():
+            try:
+                with self._opener.open(url, timeout=self._timeout) as answer:
+                    text = answer.read().decode("utf-8")
+                families = [f for f in text_string_to_metric_families(text) if f.name.startswith(VLLM_PREFIX)]
+            except (OSError, ValueError, urllib.error.URLError):
+                up.add_metric([model], 0)
+                continue
+            for family in families:
+                into = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                into.samples += family.samples
+            up.add_metric([model], 1)
+        yield from merged.values()
         yield up
 
 
 class BuildInfo(Collector):
-    def __init__(self, served_model: str, model_dir: Path, precision: Precision) -> None:
+    """One sample per model: what is running."""
+
+    def __init__(self, models: Sequence[tuple[str, Path, Precision]]) -> None:
         package = package_version()
-        try:
-            revision = str(read_manifest(model_dir).get("revision") or "unknown")
-        except FetchError:  # a directory not made by model_setup (tests' tiny model has a manifest)
-            revision = "unknown"
-        quantization = precision.quantization or "none"
-        self._labels = [package, served_model, revision, precision.dtype, quantization]
+        self._labels = [
+            [package, served_model, _revision(model_dir), precision.dtype, precision.quantization or "none"]
+            for served_model, model_dir, precision in models
+        ]
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
             "rerank_build_info",
             "Always 1; the labels say what is running: gateway version, served model name, model revision, "
-            "vLLM's dtype and the quantisation (vLLM's online scheme or the checkpoint's own).",
+            "vLLM's dtype and the quantisation (vLLM's online scheme or the checkpoint's own); one per "
+            "model.",
             labels=["version", "served_model", "model_revision", "dtype", "quantization"],
         )
-        info.add_metric(self._labels, 1)
+        for labels in self._labels:
+            info.add_metric(labels, 1)
         yield info
+
+
+def _revision(model_dir: Path) -> str:
+    try:
+        return str(read_manifest(model_dir).get("revision") or "unknown")
+    except FetchError:  # a directory not made by model_setup (tests' tiny model has a manifest)
+        return "unknown"
 
 
 class Workers(Collector):

@@ -144,3 +144,80 @@ the size's repository); empty when neither is set, and the entrypoint names the 
 {{- else if .Values.model.size }}{{ printf "qwen3-reranker-%s" .Values.model.size }}
 {{- end }}
 {{- end }}
+
+{{/* The fleet (fleet.models non-empty): its ConfigMap, and where its file is mounted (RERANK_FLEET_FILE). */}}
+{{- define "reranker.fleetConfigMapName" -}}
+{{- printf "%s-fleet" (include "reranker.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+{{- define "reranker.fleetMountDir" -}}/etc/rerank/fleet{{- end }}
+{{- define "reranker.fleetFile" -}}{{ include "reranker.fleetMountDir" . }}/fleet.toml{{- end }}
+
+{{/*
+The fleet file in model_setup/fleet.py's format. Strings and string lists go through toJson: a JSON string is
+a TOML basic string (same escapes) and a JSON list of strings a TOML array. A setting left out (or null) is
+left out of the file, so the model gets the pod's RERANK_* default; quantization "" is kept (none for this
+model). GPU shares only in GPU mode: vLLM's CPU build has no use for them.
+*/}}
+{{- define "reranker.fleetToml" -}}
+# Rendered by Helm from the release's fleet values (docs/fleet.md).
+{{- with .Values.fleet.default }}
+default = {{ toJson . }}
+{{- end }}
+{{- $cuda := eq .Values.device "cuda" }}
+{{- range .Values.fleet.models }}
+
+[[models]]
+name = {{ toJson .name }}
+{{- with .aliases }}
+aliases = {{ toJson . }}
+{{- end }}
+model_dir = {{ toJson .dir }}
+{{- with .upstreamUrl }}
+upstream_url = {{ toJson . }}
+{{- end }}
+{{- if and $cuda (not (kindIs "invalid" .gpuMemoryUtilization)) }}
+gpu_memory_utilization = {{ .gpuMemoryUtilization | float64 }}
+{{- end }}
+{{- with .dtype }}
+dtype = {{ toJson . }}
+{{- end }}
+{{- if not (kindIs "invalid" .quantization) }}
+quantization = {{ toJson .quantization }}
+{{- end }}
+{{- if not (kindIs "invalid" .maxModelLen) }}
+max_model_len = {{ .maxModelLen | int }}
+{{- end }}
+{{- if not (kindIs "invalid" .maxPairsInFlight) }}
+max_pairs_in_flight = {{ .maxPairsInFlight | int }}
+{{- end }}
+{{- end }}
+{{- range .Values.fleet.cascades }}
+
+[[cascades]]
+name = {{ toJson .name }}
+{{- with .aliases }}
+aliases = {{ toJson . }}
+{{- end }}
+first = {{ toJson .first }}
+second = {{ toJson .second }}
+{{- if not (kindIs "invalid" .topK) }}
+top_k = {{ .topK | int }}
+{{- end }}
+{{- if not (kindIs "invalid" .maxTopK) }}
+max_top_k = {{ .maxTopK | int }}
+{{- end }}
+{{- end }}
+{{ end }}
+
+{{/* The TCP ports of the fleet's remote models (upstreamUrl), unique, for the NetworkPolicy: "8001 443". */}}
+{{- define "reranker.fleetUpstreamPorts" -}}
+{{- $ports := list }}
+{{- range .Values.fleet.models }}
+{{- with .upstreamUrl }}
+{{- $url := urlParse . }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" | default (ternary "443" "80" (eq $url.scheme "https")) }}
+{{- $ports = append $ports $port }}
+{{- end }}
+{{- end }}
+{{- $ports | uniq | join " " }}
+{{- end }}

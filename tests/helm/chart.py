@@ -35,6 +35,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "digest": ("digest.yaml",),
     "full": ("full.yaml",),
     "metrics-off": ("metrics-off.yaml",),
+    "fleet": ("fleet.yaml",),
 }
 
 Doc = dict[str, Any]

@@ -64,8 +64,8 @@ def gateway_series() -> frozenset[str]:
     taken from the collectors themselves (vLLM unreachable here, so only the up gauge comes from it)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Metrics(lambda: 0))
-    registry.register(BuildInfo("qwen3-reranker-4b", Path("/nonexistent"), Precision("auto", "")))
-    registry.register(VllmMetrics("http://127.0.0.1:1", timeout_s=1))
+    registry.register(BuildInfo([("qwen3-reranker-4b", Path("/nonexistent"), Precision("auto", ""))]))
+    registry.register(VllmMetrics({"qwen3-reranker-4b": "http://127.0.0.1:1"}, timeout_s=1))
     names: set[str] = set()
     for family in registry.collect():
         names |= sample_names(family.name, family.type)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.helm.chart import render, render_error
@@ -262,3 +264,165 @@ def test_score_cache_settings_reach_the_gateway() -> None:
     assert shared.env_value("RERANK_SCORE_CACHE_REDIS_TTL_S") == "600"
     assert shared.env_value("RERANK_SCORE_CACHE_SCOPE") == "global"
     assert SCHEMA in render_error({"scoreCache.scope": "tenant"})
+
+
+# The fleet (fleet.*): what the container would refuse at start-up, refused with the values named
+
+FLEET = ("fleet.yaml",)
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (
+            {"fleet.cascades[0].first": "qwen3-reranker-8b"},
+            'fleet.cascades[0] (rerank-cascade): first is "qwen3-reranker-8b", which is no model\'s name in '
+            "fleet.models (qwen3-reranker-0.6b, qwen3-reranker-4b)",
+        ),
+        ({"fleet.cascades[0].second": "rerank-small"}, "a cascade names its models by name, not alias"),
+        (
+            {"fleet.cascades[0].second": "qwen3-reranker-0.6b"},
+            "first and second are both qwen3-reranker-0.6b",
+        ),
+        (
+            {"fleet.cascades[0].maxTopK": "10"},
+            "fleet.cascades[0] (rerank-cascade): maxTopK (10) is below topK",
+        ),
+        (
+            {"fleet.models[1].aliases[0]": "rerank-small"},
+            'fleet.models[1] (qwen3-reranker-4b): the name "rerank-small" is already a name or alias of '
+            "model qwen3-reranker-0.6b",
+        ),
+        (
+            {"fleet.cascades[0].aliases[0]": "qwen3-reranker-4b"},
+            'the name "qwen3-reranker-4b" is already a name or alias of model qwen3-reranker-4b',
+        ),
+        (
+            {"fleet.models[0].aliases[0]": "rerank-v3.5"},
+            'model.aliases has "rerank-v3.5", already a name or alias of model qwen3-reranker-0.6b',
+        ),
+        (
+            {"fleet.default": "qwen3-reranker-8b"},
+            'fleet.default is "qwen3-reranker-8b", which is no name or alias',
+        ),
+        (
+            {"fleet.models[0].dir": ""},
+            "fleet.models[0] (qwen3-reranker-0.6b) has a volume but no dir: set dir to the snapshot path",
+        ),
+        (
+            {"fleet.models[1].dir": "/models/qwen3-reranker-0.6b/"},
+            "fleet.models[1] (qwen3-reranker-4b) mounts its volume at /models/qwen3-reranker-0.6b/, which "
+            "model qwen3-reranker-0.6b's volume already uses",
+        ),
+        (
+            {"fleet.models[0].dir": "/tmp"},  # noqa: S108  # the pod's path, refused, never used
+            "mounts its volume at /tmp, which the chart's tmp emptyDir already uses",
+        ),
+        (
+            {"fleet.models[1].upstreamUrl": "http://rerank-4b-vllm:8001"},
+            "fleet.models[1] (qwen3-reranker-4b) has an upstreamUrl, so it runs elsewhere and takes none of "
+            "this pod's GPU: unset its gpuMemoryUtilization",
+        ),
+        (
+            {"model.dir": "/models/model"},
+            "model.dir is for the single model; with fleet.models it would be ignored",
+        ),
+        ({"model.servedModelName": "search"}, "model.servedModelName is for the single model"),
+    ],
+    ids=[
+        "cascade-unknown-model",
+        "cascade-by-alias",
+        "cascade-one-model",
+        "cascade-max-below-top",
+        "alias-twice",
+        "cascade-alias-is-a-model",
+        "model-aliases-clash",
+        "default-unknown",
+        "volume-without-dir",
+        "two-volumes-one-dir",
+        "volume-on-a-chart-path",
+        "remote-with-gpu-share",
+        "single-model-dir",
+        "single-model-name",
+    ],
+)
+def test_fleet_mistakes_fail_and_explain(sets: dict[str, str], expected: str) -> None:
+    assert expected in render_error(sets, files=FLEET)
+
+
+def test_fleet_gpu_shares_must_fit_the_pod_budget() -> None:
+    """0.25 + 0.6 fits 0.9, not 0.8: model.gpuMemoryUtilization is what all the pod's vLLMs may take."""
+    message = render_error(set_json=["model.gpuMemoryUtilization=0.8"], files=FLEET)
+    assert (
+        "the local models' GPU shares add up to 0.85 (qwen3-reranker-0.6b 0.25, qwen3-reranker-4b 0.6), more "
+        "than model.gpuMemoryUtilization=0.80" in message
+    )
+    render(FLEET, set_json=["model.gpuMemoryUtilization=0.85"])
+
+
+def test_a_fleet_model_needs_a_dir() -> None:
+    message = render_error(set_json=['fleet.models[0]={"name": "qwen3-reranker-0.6b"}'], files=FLEET)
+    assert "fleet.models[0] (qwen3-reranker-0.6b) has no dir: set it to the snapshot's path" in message
+
+
+@pytest.mark.parametrize(
+    "set_json",
+    ['fleet.default="x"', 'fleet.cascades=[{"name": "c", "first": "a", "second": "b"}]'],
+    ids=["default", "cascade"],
+)
+def test_fleet_settings_without_models_fail(set_json: str) -> None:
+    """Without models they would be ignored: say so rather than serve the single model."""
+    assert "fleet.cascades and fleet.default need fleet.models" in render_error(set_json=[set_json])
+
+
+@pytest.mark.parametrize(
+    ("set_json", "expected"),
+    [
+        ("fleet.models[0].gpuShare=0.2", "fleet.models.0: Additional property gpuShare is not allowed"),
+        ('fleet.models[0].name="qwen3 reranker"', "fleet.models.0.name: Does not match pattern"),
+        (
+            "fleet.models[0].gpuMemoryUtilization=1.5",
+            "fleet.models.0.gpuMemoryUtilization: Must be less than",
+        ),
+        (
+            'fleet.models[0].upstreamUrl="rerank-8b:8001"',
+            "fleet.models.0.upstreamUrl: Does not match pattern",
+        ),
+        (
+            'fleet.models[0].quantization="int4"',
+            "fleet.models.0.quantization: fleet.models.0.quantization must be",
+        ),
+        ('fleet.models[0].dir="models/0.6b"', "fleet.models.0.dir: Does not match pattern"),
+        ('fleet.models[0].dir="/models/a\\tb"', "fleet.models.0.dir: Does not match pattern"),
+        (
+            "fleet.models[0].maxModelLen=100",
+            "fleet.models.0.maxModelLen: Must be greater than or equal to 256",
+        ),
+        (
+            'fleet.cascades[0]={"name": "c", "first": "qwen3-reranker-0.6b"}',
+            "fleet.cascades.0: second is required",
+        ),
+        ("fleet.cascades[0].topK=0", "fleet.cascades.0.topK: Must be greater than or equal to 1"),
+        (
+            "fleet.models=" + json.dumps([{"name": f"m{i}", "dir": f"/m{i}"} for i in range(9)]),
+            "fleet.models: Array must have at most 8 items",
+        ),
+    ],
+    ids=[
+        "unknown-key",
+        "name-with-space",
+        "share-over-one",
+        "url-without-scheme",
+        "quantization-enum",
+        "relative-dir",
+        "control-character-in-dir",
+        "short-max-model-len",
+        "cascade-without-second",
+        "top-k-zero",
+        "nine-models",
+    ],
+)
+def test_schema_rejects_malformed_fleets(set_json: str, expected: str) -> None:
+    message = render_error(set_json=[set_json], files=FLEET)
+    assert SCHEMA in message
+    assert expected in message
