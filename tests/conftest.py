@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from gateway import keys as keylib
+from model_setup.tiny import write_tiny_model
 from tests.support import procs
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.containers import build_image
@@ -72,6 +73,16 @@ def model_dir() -> Path:
     path = Path(os.environ.get("RERANK_TEST_MODEL_DIR", ROOT / "var" / "models" / "tiny"))
     if not (path / "config.json").is_file():
         pytest.fail(f"tiny test model missing at {path}: run `make test` (it runs scripts/setup.sh)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def second_model_dir(model_dir: Path) -> Path:
+    """Another tiny model beside it: the same architecture and tokenizer, other weights (seed 1), for a
+    fleet of two; readable by the containers' uids."""
+    path = write_tiny_model(model_dir.with_name("tiny-seed1"), seed=1)
+    for item in (path, *path.iterdir()):
+        item.chmod(0o755 if item.is_dir() else 0o644)
     return path
 
 

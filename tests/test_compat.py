@@ -17,8 +17,7 @@ from tokenizers import Tokenizer
 
 from gateway.rerank import Ranking
 from gateway.routes import _ranked
-from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
-from tests.support.stack import SERVED_NAME, Gateway, Keys, Vllm
+from tests.support.stack import SERVED_NAME, Gateway, Keys, Vllm, vllm_score
 
 QUERY = "wireless noise cancelling headphones"
 PRODUCTS = [
@@ -41,15 +40,7 @@ def http(http: httpx.Client) -> httpx.Client:
 
 def vllm_prompt_tokens(vllm: Vllm, texts: list[str]) -> int:
     """What vLLM itself counts for these pairs, asked directly."""
-    body = {
-        "model": SERVED_NAME,
-        "queries": QUERY,
-        "documents": texts,
-        "instruction": PRODUCT_SEARCH_INSTRUCTION,
-    }
-    response = httpx.post(f"{vllm.url}/score", json=body, timeout=120)
-    assert response.status_code == 200, response.text
-    tokens: int = response.json()["usage"]["prompt_tokens"]
+    tokens: int = vllm_score(vllm.url, SERVED_NAME, QUERY, texts)["usage"]["prompt_tokens"]
     return tokens
 
 

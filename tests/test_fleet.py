@@ -23,11 +23,9 @@ from playwright.sync_api import Browser, Page, expect
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.eval.dataset import SMOKE, load
-from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
-from model_setup.tiny import write_tiny_model
 from tests.support.fleet import CASCADE, LARGE, MAX_TOP_K, SMALL, TOP_K, FleetRun, start_fleet
 from tests.support.procs import ROOT
-from tests.support.stack import Keys, Vllm
+from tests.support.stack import Keys, Vllm, vllm_score
 from tests.test_demo import moved, start_page
 
 QUERY = "waterproof hiking boots for women"
@@ -52,20 +50,14 @@ PRODUCTS = [
 
 
 @pytest.fixture(scope="module")
-def small_model_dir(model_dir: Path) -> Path:
-    """The second tiny model: same architecture and tokenizer as the session's, other weights (seed 1)."""
-    return write_tiny_model(model_dir.with_name("tiny-seed1"), seed=1)
-
-
-@pytest.fixture(scope="module")
 def fleet(
-    vllm: Vllm, model_dir: Path, small_model_dir: Path, api_keys: Keys, artifacts: Path
+    vllm: Vllm, model_dir: Path, second_model_dir: Path, api_keys: Keys, artifacts: Path
 ) -> Iterator[FleetRun]:
     try:
         served = start_fleet(
             artifacts,
             keys_file=api_keys.file,
-            small_dir=small_model_dir,
+            small_dir=second_model_dir,
             large_dir=model_dir,
             large_url=vllm.url,
         )
@@ -103,16 +95,9 @@ def scores(answer: dict[str, Any]) -> dict[int, float]:
 
 
 def vllm_scores(url: str, model: str, documents: list[str]) -> list[float]:
-    """What a vLLM answers for these pairs itself, asked directly (the gateway's request, by hand)."""
-    body = {
-        "model": model,
-        "queries": QUERY,
-        "documents": documents,
-        "instruction": PRODUCT_SEARCH_INSTRUCTION,
-    }
-    response = httpx.post(f"{url}/score", json=body, timeout=120)
-    assert response.status_code == 200, response.text
-    return [item["score"] for item in sorted(response.json()["data"], key=lambda item: item["index"])]
+    """What a vLLM answers for these pairs itself, in document order."""
+    data = vllm_score(url, model, QUERY, documents)["data"]
+    return [item["score"] for item in sorted(data, key=lambda item: item["index"])]
 
 
 def prompt_tokens_counted(url: str, model: str) -> float:

@@ -16,18 +16,15 @@ import httpx
 import pytest
 
 from gateway import keys as keylib
-from model_setup.tiny import write_tiny_model
 from tests.support.containers import Container, run_container
 from tests.support.stack import Keys
+from tests.test_image import DOCS as IMAGE_DOCS
+from tests.test_image import QUERY
 
 SMALL, LARGE, CASCADE = "tiny-small", "tiny-large", "tiny-cascade"
 TOP_K = 3
-QUERY = "wireless noise cancelling headphones"
-DOCS = [
-    "Sony WH-1000XM5 Wireless Noise Canceling Over-Ear Headphones, black",
-    "Stainless steel chef's knife, 8 inch",
-    "Bose QuietComfort 45 Bluetooth headphones",
-    "USB-C charging cable, 2 m",
+DOCS = [  # tests/test_image.py's, and more than TOP_K beyond them
+    *IMAGE_DOCS,
     "Sennheiser Momentum 4 wireless headphones",
     "Ear plugs for sleeping, 20 pairs",
     "Apple AirPods Pro (2nd generation)",
@@ -62,10 +59,8 @@ def keys(artifacts: Path) -> Keys:
 
 
 @pytest.fixture(scope="module")
-def container(image: str, keys: Keys, model_dir: Path, artifacts: Path) -> Iterator[Container]:
-    second = write_tiny_model(model_dir.with_name("tiny-seed1"), seed=1)
-    for item in (second, *second.iterdir()):  # the container's uid reads it
-        item.chmod(0o755 if item.is_dir() else 0o644)
+def container(image: str, keys: Keys, second_model_dir: Path, artifacts: Path) -> Iterator[Container]:
+    second = second_model_dir
     fleet = artifacts / "image-fleet.toml"
     fleet.write_text(FLEET)
     fleet.chmod(0o644)

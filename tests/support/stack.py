@@ -17,6 +17,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
+
+from model_setup.prompt import PRODUCT_SEARCH_INSTRUCTION
 from tests.support.procs import TEST_DTYPE, Service, start_gateway, wait_http
 
 SERVED_NAME = "qwen3-reranker-4b"
@@ -144,6 +147,16 @@ class GatewayStarter:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self.close()
+
+
+def vllm_score(url: str, model: str, query: str, documents: list[str]) -> dict[str, Any]:
+    """What the vLLM at ``url`` answers for these pairs itself: the gateway's request to it, by hand."""
+    instruction = PRODUCT_SEARCH_INSTRUCTION
+    body = {"model": model, "queries": query, "documents": documents, "instruction": instruction}
+    response = httpx.post(f"{url}/score", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def log_line(gateway: Gateway, request_id: str) -> dict[str, Any]:
