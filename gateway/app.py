@@ -133,6 +133,7 @@ def _metrics(settings: Settings, in_flight: InFlight, models: Models) -> Metrics
     return Metrics(
         lambda: in_flight.count,
         settings.metrics_dir,
+        models=list(shedders),
         pairs_in_flight=lambda: {
             name: shedder.in_flight if shedder else 0 for name, shedder in shedders.items()
         },

@@ -138,14 +138,8 @@ def _shedder(settings: Settings, max_pairs_in_flight: int) -> Shedder | None:
 
 def _card(name: str, entry: Model) -> ModelCard:
     if isinstance(entry, Cascade):
-        first, second = entry.first, entry.second
-        return ModelCard(
-            id=name,
-            root=entry.name,
-            cascade=CascadeCard(
-                first=first.name, second=second.name, top_k=entry.top_k, max_top_k=entry.max_top_k
-            ),
-        )
+        stages = CascadeCard(entry.first.name, entry.second.name, entry.top_k, entry.max_top_k)
+        return ModelCard(id=name, root=entry.name, cascade=stages)
     return ModelCard(
         id=name,
         root=entry.name,

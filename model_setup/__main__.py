@@ -97,25 +97,25 @@ def _vllm_options(ns: argparse.Namespace) -> VllmOptions:
     """One vLLM's options: the single model's, or a fleet member's (its settings over the environment's)."""
     if ns.fleet_model is None:
         return VllmOptions.from_env(os.environ, model_dir=ns.model_dir)
-    path = os.environ.get("RERANK_FLEET_FILE")
-    if not path:
-        raise ValueError("--fleet-model needs RERANK_FLEET_FILE")
-    members = fleet.load(Path(path), os.environ)
-    local = {member.name: member for member in members.local}
+    local = {member.name: member for member in _fleet_file().local}
     if ns.fleet_model not in local:
         raise ValueError(f"{ns.fleet_model!r} is not a local model of the fleet ({', '.join(local)})")
     return VllmOptions.from_env(local[ns.fleet_model].vllm_env(os.environ))
 
 
+def _fleet_file() -> fleet.Fleet:
+    """The fleet in RERANK_FLEET_FILE, its defaults from the environment; ValueError when unset or wrong."""
+    path = os.environ.get("RERANK_FLEET_FILE")
+    if not path:
+        raise ValueError("RERANK_FLEET_FILE is not set")
+    return fleet.load(Path(path), os.environ)
+
+
 def _fleet(ns: argparse.Namespace) -> int:
     """The entrypoint's view of the fleet: every local snapshot verified, then one line per local model."""
     try:
-        path = os.environ.get("RERANK_FLEET_FILE")
-        if not path:
-            raise fetch.FetchError("RERANK_FLEET_FILE is not set")
-        members = fleet.load(Path(path), os.environ)
         lines = []
-        for member in members.local:
+        for member in _fleet_file().local:
             fetch.verify(member.model_dir, full=ns.full)
             options = VllmOptions.from_env(member.vllm_env(os.environ))
             options.precision()  # an impossible combination is refused here, not after loading

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, write_to_textfile
@@ -106,15 +106,17 @@ def _counter(name: str, labels: list[str], values: dict[tuple[str, ...], float])
 class Metrics(Collector):
     """One worker's counts, and the collector that turns them into families. Labels stay bounded: routes
     come from the route table (unknown paths are ``unmatched``), key ids from the keys file, kinds from
-    fixed lists, models from the fleet. The gauges are read when the totals are written: ``in_flight`` is the
-    worker's count of requests in progress (gateway/inflight.py), ``pairs_in_flight`` and ``queued`` its
-    load-shedding state per model (gateway/shedding.py), whose keys name every model served."""
+    fixed lists, ``models`` (every model served, counted from zero) from the fleet. The gauges are read when
+    the totals are written: ``in_flight`` is the worker's count of requests in progress
+    (gateway/inflight.py), ``pairs_in_flight`` and ``queued`` its load-shedding state per model
+    (gateway/shedding.py)."""
 
     def __init__(
         self,
         in_flight: Callable[[], int],
         directory: Path | None = None,
         *,
+        models: Sequence[str] = (),
         pairs_in_flight: Callable[[], dict[str, int]] = dict,
         queued: Callable[[], dict[str, int]] = dict,
     ) -> None:
@@ -123,7 +125,6 @@ class Metrics(Collector):
             "rerank_upstream_pairs_in_flight": pairs_in_flight,
             "rerank_queued_requests": queued,
         }
-        models = tuple(pairs_in_flight())
         self._file = directory / WORKER_FILE.format(pid=os.getpid()) if directory is not None else None
         self._requests: dict[tuple[str, ...], float] = {}
         self._latency: dict[tuple[str, str], tuple[_Histogram, _Histogram, _Histogram]] = {}
